@@ -1,0 +1,33 @@
+# Thin wrapper over CMake + ctest: the two everyday commands are `make run` and `make test`.
+BUILD ?= build
+JOBS  ?= $(shell nproc)
+
+.PHONY: all build run test test-asan bench-train setup clean
+
+all: build
+
+setup:
+	bash scripts/setup.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+build: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+run: setup build
+	bash scripts/run_demo.sh $(BUILD)
+
+test: build
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+test-asan:
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSPRY_SANITIZE=ON -DSPRY_ONEDNN=OFF
+	cmake --build build-asan -j $(JOBS)
+	ctest --test-dir build-asan --output-on-failure -L unit -j $(JOBS)
+
+bench-train: build
+	bash bench/train.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) build-asan

@@ -1,0 +1,450 @@
+#!/usr/bin/python3
+"""gen_models.py - reference models and training traces for spry's reference tests.
+
+    /usr/bin/python3 scripts/ref/gen_models.py --out DIR [--arch gpt2|bloom|all]
+
+Builds tiny GPT-2 and BLOOM models in plain PyTorch (no `transformers`) that reproduce
+Hugging Face's GPT2LMHeadModel and BloomForCausalLM exactly: same parameter names
+(with the "transformer." prefix, as save_pretrained writes them; the tied lm_head is
+not written), same layouts (GPT-2 Conv1D weights are [in, out], BLOOM nn.Linear
+weights are [out, in]), same arithmetic. For each arch it writes DIR/<arch>/:
+
+    config.json        Hugging Face style config
+    model.safetensors  the initial weights, F32
+    ref.safetensors    tokens, logits, loss, grad.<param>, hidden.*, and a 10-step
+                       AdamW trace (adamw.losses, adamw.grad_norms, adamw.final.<param>)
+
+The weights are initialised in float32 (so model.safetensors is the exact start
+point), then the model is cast to float64 and every reference value is computed in
+float64 and rounded once to float32 when stored. See docs/reference-tests.md.
+
+The module classes (GPT2LMHeadModel, BloomForCausalLM) are also imported by
+bench/train_pytorch.py.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import st  # noqa: E402
+
+SEED = 1234
+B, T = 2, 7
+ADAMW = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1)
+CLIP = 1.0
+STEPS = 10
+
+GPT2_CONFIG = dict(vocab_size=101, n_positions=32, n_embd=30, n_layer=2, n_head=3)
+BLOOM_CONFIG = dict(vocab_size=97, hidden_size=36, n_layer=2, n_head=6)
+
+
+# ----------------------------------------------------------------------------- GPT-2
+
+class Conv1D(nn.Module):
+    """HF's Conv1D: weight is [in, out]; y = x @ W + b."""
+
+    def __init__(self, nx, nf):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(nx, nf))
+        self.bias = nn.Parameter(torch.empty(nf))
+
+    def forward(self, x):
+        y = torch.addmm(self.bias, x.reshape(-1, x.size(-1)), self.weight)
+        return y.view(*x.shape[:-1], self.weight.size(1))
+
+
+class GPT2Attention(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.n_head = c["n_head"]
+        self.n_embd = c["n_embd"]
+        self.c_attn = Conv1D(self.n_embd, 3 * self.n_embd)
+        self.c_proj = Conv1D(self.n_embd, self.n_embd)
+        n = c["n_positions"]
+        self.register_buffer("causal", torch.tril(torch.ones(n, n, dtype=torch.bool)),
+                             persistent=False)
+
+    def forward(self, x):
+        b, t, C = x.shape
+        h = self.n_head
+        d = C // h
+        q, k, v = self.c_attn(x).split(C, dim=2)          # three C-wide chunks
+        q = q.view(b, t, h, d).transpose(1, 2)             # heads contiguous in a chunk
+        k = k.view(b, t, h, d).transpose(1, 2)
+        v = v.view(b, t, h, d).transpose(1, 2)
+        att = torch.matmul(q, k.transpose(-1, -2))
+        att = att / torch.full([], d ** 0.5, dtype=att.dtype)  # scale_attn_weights
+        att = att.masked_fill(~self.causal[:t, :t], torch.finfo(att.dtype).min)
+        att = F.softmax(att, dim=-1)
+        y = torch.matmul(att, v).transpose(1, 2).reshape(b, t, C)
+        return self.c_proj(y)
+
+
+class GPT2MLP(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        C = c["n_embd"]
+        inner = c.get("n_inner") or 4 * C
+        self.c_fc = Conv1D(C, inner)
+        self.c_proj = Conv1D(inner, C)
+
+    def forward(self, x):
+        # gelu_new == 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+
+
+class GPT2Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        eps = c.get("layer_norm_epsilon", 1e-5)
+        self.ln_1 = nn.LayerNorm(c["n_embd"], eps=eps)
+        self.attn = GPT2Attention(c)
+        self.ln_2 = nn.LayerNorm(c["n_embd"], eps=eps)
+        self.mlp = GPT2MLP(c)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT2Model(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.wte = nn.Embedding(c["vocab_size"], c["n_embd"])
+        self.wpe = nn.Embedding(c["n_positions"], c["n_embd"])
+        self.h = nn.ModuleList([GPT2Block(c) for _ in range(c["n_layer"])])
+        self.ln_f = nn.LayerNorm(c["n_embd"], eps=c.get("layer_norm_epsilon", 1e-5))
+
+    def forward(self, idx, acts=None):
+        t = idx.size(1)
+        pos = torch.arange(t, device=idx.device)
+        x = self.wte(idx) + self.wpe(pos)
+        if acts is not None:
+            acts["hidden.embed"] = x
+        for i, blk in enumerate(self.h):
+            x = blk(x)
+            if acts is not None:
+                acts[f"hidden.h.{i}"] = x
+        x = self.ln_f(x)
+        if acts is not None:
+            acts["hidden.ln_f"] = x
+        return x
+
+
+class GPT2LMHeadModel(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.config = c
+        self.transformer = GPT2Model(c)
+
+    def forward(self, idx, acts=None):
+        h = self.transformer(idx, acts)
+        return F.linear(h, self.transformer.wte.weight)    # tied lm_head
+
+
+# ----------------------------------------------------------------------------- BLOOM
+
+def alibi_slopes(n_head):
+    """Exactly HF's build_alibi_tensor slopes (computed in float32 as HF does)."""
+    cp2 = 2 ** math.floor(math.log2(n_head))
+    base = torch.tensor(2 ** (-(2 ** -(math.log2(cp2) - 3))), dtype=torch.float32)
+    slopes = torch.pow(base, torch.arange(1, 1 + cp2, dtype=torch.int32))
+    if cp2 != n_head:
+        extra_base = torch.tensor(2 ** (-(2 ** -(math.log2(2 * cp2) - 3))), dtype=torch.float32)
+        rem = min(cp2, n_head - cp2)
+        extra = torch.pow(extra_base, torch.arange(1, 1 + 2 * rem, 2, dtype=torch.int32))
+        slopes = torch.cat([slopes, extra], dim=0)
+    return slopes
+
+
+def build_alibi(b, t, n_head, dtype):
+    """(b*n_head, 1, t): slope_h * key_position (no padding: positions 0..t-1)."""
+    mask = torch.ones(b, t, dtype=torch.long)
+    arange = ((mask.cumsum(dim=-1) - 1) * mask)[:, None, :]
+    alibi = alibi_slopes(n_head)[..., None] * arange
+    return alibi.reshape(b * n_head, 1, t).to(dtype)
+
+
+def bloom_gelu_forward(x):
+    return x * 0.5 * (1.0 + torch.tanh(0.79788456 * x * (1 + 0.044715 * x * x)))
+
+
+class BloomGeLU(torch.autograd.Function):
+    """HF's training-mode GeLUFunction: the forward above, its own backward formula."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return bloom_gelu_forward(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        th = torch.tanh(0.79788456 * x * (1 + 0.044715 * x * x))
+        ff = 0.5 * x * ((1 - th * th) * (0.79788456 + 0.1070322243 * x * x)) + 0.5 * (1 + th)
+        return ff * g
+
+
+class BloomAttention(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.n_head = c["n_head"]
+        C = c["hidden_size"]
+        self.head_dim = C // self.n_head
+        self.inv_norm_factor = 1.0 / math.sqrt(self.head_dim)
+        self.query_key_value = nn.Linear(C, 3 * C)
+        self.dense = nn.Linear(C, C)
+
+    def forward(self, x, residual, alibi, causal):
+        b, t, C = x.shape
+        h, d = self.n_head, self.head_dim
+        fused = self.query_key_value(x).view(b, t, h, 3, d)   # per-head [q|k|v]
+        q = fused[..., 0, :].transpose(1, 2).reshape(b * h, t, d)
+        k = fused[..., 1, :].transpose(1, 2).reshape(b * h, t, d).transpose(-1, -2)
+        v = fused[..., 2, :].transpose(1, 2).reshape(b * h, t, d)
+        scores = alibi.baddbmm(batch1=q, batch2=k, beta=1.0, alpha=self.inv_norm_factor)
+        scores = scores.view(b, h, t, t)
+        scores = scores.masked_fill(~causal, torch.finfo(scores.dtype).min)
+        # HF: softmax in fp32, cast back. In the float64 reference it stays float64.
+        sm_dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
+        probs = F.softmax(scores, dim=-1, dtype=sm_dtype).to(q.dtype)
+        ctx = torch.bmm(probs.view(b * h, t, t), v)
+        ctx = ctx.view(b, h, t, d).permute(0, 2, 1, 3).reshape(b, t, C)
+        return self.dense(ctx) + residual
+
+
+class BloomMLP(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        C = c["hidden_size"]
+        self.dense_h_to_4h = nn.Linear(C, 4 * C)
+        self.dense_4h_to_h = nn.Linear(4 * C, C)
+
+    def forward(self, x, residual):
+        return self.dense_4h_to_h(BloomGeLU.apply(self.dense_h_to_4h(x))) + residual
+
+
+class BloomBlock(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        C, eps = c["hidden_size"], c.get("layer_norm_epsilon", 1e-5)
+        self.input_layernorm = nn.LayerNorm(C, eps=eps)
+        self.self_attention = BloomAttention(c)
+        self.post_attention_layernorm = nn.LayerNorm(C, eps=eps)
+        self.mlp = BloomMLP(c)
+
+    def forward(self, x, alibi, causal):
+        # apply_residual_connection_post_layernorm = False: residuals are pre-LN inputs
+        x = self.self_attention(self.input_layernorm(x), x, alibi, causal)
+        return self.mlp(self.post_attention_layernorm(x), x)
+
+
+class BloomModel(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        C, eps = c["hidden_size"], c.get("layer_norm_epsilon", 1e-5)
+        self.n_head = c["n_head"]
+        self.word_embeddings = nn.Embedding(c["vocab_size"], C)
+        self.word_embeddings_layernorm = nn.LayerNorm(C, eps=eps)
+        self.h = nn.ModuleList([BloomBlock(c) for _ in range(c["n_layer"])])
+        self.ln_f = nn.LayerNorm(C, eps=eps)
+
+    def forward(self, idx, acts=None):
+        b, t = idx.shape
+        x = self.word_embeddings_layernorm(self.word_embeddings(idx))
+        if acts is not None:
+            acts["hidden.embed"] = x
+        alibi = build_alibi(b, t, self.n_head, x.dtype)
+        causal = torch.tril(torch.ones(t, t, dtype=torch.bool))
+        for i, blk in enumerate(self.h):
+            x = blk(x, alibi, causal)
+            if acts is not None:
+                acts[f"hidden.h.{i}"] = x
+        x = self.ln_f(x)
+        if acts is not None:
+            acts["hidden.ln_f"] = x
+        return x
+
+
+class BloomForCausalLM(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.config = c
+        self.transformer = BloomModel(c)
+
+    def forward(self, idx, acts=None):
+        h = self.transformer(idx, acts)
+        return F.linear(h, self.transformer.word_embeddings.weight)   # tied lm_head
+
+
+# ----------------------------------------------------------------------------- shared
+
+def init_params(model, std=0.02):
+    """Deterministic init in named_parameters order from the global generator:
+    matrices/embeddings N(0, std); biases std*N(0,1); LayerNorm weights 1 + 0.1*N(0,1)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".bias"):
+                p.normal_(0.0, 0.02)
+            elif p.ndim == 1:
+                p.normal_(0.0, 0.1).add_(1.0)
+            else:
+                p.normal_(0.0, std)
+
+
+def param_groups(model, weight_decay):
+    decay = [p for _, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for _, p in model.named_parameters() if p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lm_loss(logits, targets):
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+
+
+def hf_config(arch, c):
+    if arch == "gpt2":
+        return {
+            "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"],
+            "attn_pdrop": 0.0, "bos_token_id": c["vocab_size"] - 1,
+            "embd_pdrop": 0.0, "eos_token_id": c["vocab_size"] - 1,
+            "initializer_range": 0.02, "layer_norm_epsilon": 1e-05, "model_type": "gpt2",
+            "n_embd": c["n_embd"], "n_head": c["n_head"], "n_inner": None,
+            "n_layer": c["n_layer"], "n_positions": c["n_positions"],
+            "reorder_and_upcast_attn": False, "resid_pdrop": 0.0,
+            "scale_attn_by_inverse_layer_idx": False, "scale_attn_weights": True,
+            "tie_word_embeddings": True, "torch_dtype": "float32", "use_cache": True,
+            "vocab_size": c["vocab_size"],
+        }
+    return {
+        "apply_residual_connection_post_layernorm": False, "architectures": ["BloomForCausalLM"],
+        "attention_dropout": 0.0, "bos_token_id": 1, "eos_token_id": 2, "hidden_dropout": 0.0,
+        "hidden_size": c["hidden_size"], "initializer_range": 0.02, "layer_norm_epsilon": 1e-05,
+        "model_type": "bloom", "n_head": c["n_head"], "n_layer": c["n_layer"],
+        "pretraining_tp": 1, "slow_but_exact": False, "tie_word_embeddings": True,
+        "torch_dtype": "float32", "use_cache": True, "vocab_size": c["vocab_size"],
+    }
+
+
+def f32(t):
+    return t.detach().to(torch.float32).contiguous()
+
+
+def generate(arch, out_dir):
+    torch.manual_seed(SEED)
+    if arch == "gpt2":
+        c = dict(GPT2_CONFIG)
+        model = GPT2LMHeadModel(c)
+    else:
+        c = dict(BLOOM_CONFIG)
+        model = BloomForCausalLM(c)
+    init_params(model)
+    V = c["vocab_size"]
+    tokens = torch.randint(0, V, (B, T + 1), dtype=torch.int64)
+    names = [n for n, _ in model.named_parameters()]
+    init_state = {n: f32(p) for n, p in model.named_parameters()}
+
+    # f32 pass, only to report how far a float32 implementation lands from the ref
+    logits32 = model(tokens[:, :T])
+    loss32 = lm_loss(logits32, tokens[:, 1:])
+    loss32.backward()
+    grads32 = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+
+    model.double()
+    ref = {"tokens": tokens.to(torch.int32)}
+    acts = {}
+    logits = model(tokens[:, :T], acts)
+    loss = lm_loss(logits, tokens[:, 1:])
+    loss.backward()
+    ref["logits"] = f32(logits)
+    ref["loss"] = f32(loss.reshape(1))
+    for k, v in acts.items():
+        ref[k] = f32(v)
+    if arch == "bloom":
+        ref["alibi.slopes"] = alibi_slopes(c["n_head"])
+    for n, p in model.named_parameters():
+        ref["grad." + n] = f32(p.grad)
+
+    err = {"logits": (logits32.double() - logits).abs().max().item(),
+           "grad": max(((grads32[n].double() - p.grad).abs().max()
+                        / p.grad.abs().max().clamp_min(1e-30)).item()
+                       for n, p in model.named_parameters())}
+
+    # AdamW trace: 10 steps on the same batch, float64
+    model.zero_grad(set_to_none=True)
+    opt = torch.optim.AdamW(param_groups(model, ADAMW["weight_decay"]), lr=ADAMW["lr"],
+                            betas=ADAMW["betas"], eps=ADAMW["eps"])
+    losses, norms = [], []
+    for _ in range(STEPS):
+        opt.zero_grad(set_to_none=True)
+        l = lm_loss(model(tokens[:, :T]), tokens[:, 1:])
+        l.backward()
+        norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP).item())
+        opt.step()
+        losses.append(l.item())
+    ref["adamw.losses"] = torch.tensor(losses, dtype=torch.float32)
+    ref["adamw.grad_norms"] = torch.tensor(norms, dtype=torch.float32)
+    for n, p in model.named_parameters():
+        ref["adamw.final." + n] = f32(p)
+
+    meta = {
+        "arch": arch, "seed": str(SEED), "batch": str(B), "seq": str(T),
+        "compute_dtype": "float64", "torch": torch.__version__,
+        "input": "tokens[:, :seq]", "targets": "tokens[:, 1:]", "loss": "mean cross entropy",
+        "optimizer": "torch.optim.AdamW", "lr": repr(ADAMW["lr"]),
+        "betas": "%r,%r" % ADAMW["betas"], "eps": repr(ADAMW["eps"]),
+        "weight_decay": repr(ADAMW["weight_decay"]),
+        "weight_decay_rule": "params with ndim>=2 decay; biases and LayerNorm weights 0.0",
+        "clip": repr(CLIP), "clip_rule": "torch.nn.utils.clip_grad_norm_: global L2 norm; "
+                                         "grads *= min(1, clip/(norm+1e-6))",
+        "steps": str(STEPS), "adamw.losses": "loss before each step",
+        "adamw.grad_norms": "global grad norm before clipping, each step",
+        "params": ",".join(names),
+    }
+    d = os.path.join(out_dir, arch)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(hf_config(arch, c), f, indent=2, sort_keys=True)
+        f.write("\n")
+    st.save(os.path.join(d, "model.safetensors"), init_state, {"format": "pt"})
+    st.save(os.path.join(d, "ref.safetensors"), ref, meta)
+
+    # self-check: read back
+    back, _ = st.load(os.path.join(d, "model.safetensors"))
+    assert sorted(back) == sorted(names)
+    rback, _ = st.load(os.path.join(d, "ref.safetensors"))
+    assert (rback["logits"] == ref["logits"].numpy()).all()
+    return c, err, losses, norms
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--arch", default="all", choices=["gpt2", "bloom", "all"])
+    ap.add_argument("-q", "--quiet", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(1)   # same reduction order everywhere
+    archs = ["gpt2", "bloom"] if a.arch == "all" else [a.arch]
+    for arch in archs:
+        t0 = time.time()
+        c, err, losses, norms = generate(arch, a.out)
+        if not a.quiet:
+            print(f"{arch}: {c} -> {os.path.join(a.out, arch)} ({time.time() - t0:.2f}s)")
+            print(f"  loss {losses[0]:.6f} -> {losses[-1]:.6f} after {STEPS} AdamW steps; "
+                  f"grad norms {norms[0]:.3f} .. {norms[-1]:.3f}")
+            print(f"  float32 vs float64: logits max abs {err['logits']:.2e}, "
+                  f"grads max rel-to-max {err['grad']:.2e}")
+
+
+if __name__ == "__main__":
+    main()
