@@ -4,9 +4,9 @@
  * status, never crash, leak or read outside the mapping. Each input is written to a per-process
  * temp file and opened; on success every tensor is viewed and every data byte read.
  *
- * Build and run (clang-14, libclang-rt-14-dev):
+ * Build and run (clang-14, libclang-rt-14-dev; CORE = the src/core sources):
  *   clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude \
- *       tests/fuzz_safetensors.c src/io/safetensors.c src/core/*.c -lcjson -lm -o fuzz_st
+ *       tests/fuzz_safetensors.c src/io/safetensors.c $CORE -lcjson -lm -o fuzz_st
  *   ./fuzz_st -max_total_time=60 corpus/
  */
 #define _POSIX_C_SOURCE 200809L

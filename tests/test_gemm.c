@@ -6,9 +6,9 @@
  * combinations x minimal and padded leading dimensions x (alpha, beta) in {1, 0.5} x {0, 1, 0.25},
  * over odd shapes (1, 3, 17, 64, 129) and zero-size ones. beta == 0 calls start from a NaN-filled
  * C (C must not be read); padding columns of C must stay untouched. Then 1 vs 2 OpenMP threads
- * on (2048, 768, 768) and (256, 256, 64): whether the results are bit-identical is printed, not
- * checked (it depends on the backend's blocking), while both are checked against sampled
- * reference entries.
+ * on (2048, 768, 768), (256, 256, 64), a dW-like (768, 768, 2048) and a long-K (64, 64, 4096):
+ * whether the results are bit-identical is printed, not checked (it depends on the backend's
+ * blocking), while both are checked against sampled reference entries.
  */
 #include <math.h>
 #include <omp.h>
@@ -238,12 +238,14 @@ int main(void) {
     }
 
     printf("determinism:\n");
-    static const int64_t det_shapes[][3] = {{2048, 768, 768}, {256, 256, 64}};
+    static const int64_t det_shapes[][3] = {
+        {2048, 768, 768}, {256, 256, 64}, {768, 768, 2048}, {64, 64, 4096},
+    };
     static const bool det_trans[][2] = {{false, false}, {false, true}, {true, false}};
     for (size_t i = 0; i < sizeof impls / sizeof impls[0]; i++) {
         if (impls[i] == SPRY_GEMM_IMPL_SCALAR || !spry_gemm_set_impl(impls[i])) continue;
         for (int dt = 0; dt < 2; dt++)
-        for (size_t s = 0; s < 2; s++)
+        for (size_t s = 0; s < sizeof det_shapes / sizeof det_shapes[0]; s++)
         for (size_t t = 0; t < 3; t++) {
             test_threads(det_shapes[s][0], det_shapes[s][1], det_shapes[s][2], det_trans[t][0],
                          det_trans[t][1], dt == 1);
@@ -259,6 +261,16 @@ int main(void) {
         run_cfg r = {.M = 17, .N = 3, .K = 64, .alpha = 1.0f};
         CHECK(run_one(&r) == 0, "after cache clear");
         CHECK(spry_gemm_cache_size() == 1, "cache size %lld", (long long)spry_gemm_cache_size());
+        // Every alpha is a key: past the cache's cap, primitives are made per call, still right.
+        int n_bad = 0;
+        for (int i = 0; i < 1100; i++) {
+            float a = 1.0f + (float)i, b = 3.0f, c = -1.0f;
+            spry_gemm_f32(false, false, 1, 1, 1, 0.5f + (float)i, &a, 1, &b, 1, 0.0f, &c, 1);
+            n_bad += c != (0.5f + (float)i) * a * b;
+        }
+        CHECK(n_bad == 0, "%d wrong results with many alphas", n_bad);
+        CHECK(spry_gemm_cache_size() == 1024, "cache size %lld after 1101 keys (cap 1024)",
+              (long long)spry_gemm_cache_size());
         spry_gemm_cache_clear();
     }
     spry_gemm_set_impl(SPRY_GEMM_IMPL_AUTO);

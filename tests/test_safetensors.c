@@ -32,7 +32,7 @@ static char g_dir[64];
 
 // g_dir/name in a static buffer (two slots, so two paths can be live at once).
 static const char *tpath(const char *name) {
-    static char buf[2][256];
+    static char buf[2][384]; // g_dir (64) + "/" + a d_name (256)
     static int  slot;
     slot = !slot;
     snprintf(buf[slot], sizeof buf[slot], "%s/%s", g_dir, name);
@@ -136,17 +136,18 @@ static void test_round_trip(void) {
         hf[i] = spry_f32_to_f16(src[i]);
     }
     // bf16 (6 bytes) first: the writer must still keep every tensor naturally aligned.
+#define ENTRY(nm, dt, nd, shp, ptr) {.name = nm, .dtype = dt, .ndim = nd, .shape = shp, .data = ptr}
     const spry_st_entry e[] = {
-        {.name = "w.bf16", .dtype = SPRY_DTYPE_BF16, .ndim = 1, .shape = SPRY_SHAPE(3), .data = bf},
-        {.name = "w.f32", .dtype = SPRY_DTYPE_F32, .ndim = 2, .shape = SPRY_SHAPE(2, 3), .data = f32},
-        {.name = "w.f16", .dtype = SPRY_DTYPE_F16, .ndim = 1, .shape = SPRY_SHAPE(3), .data = hf},
-        {.name = "ids.i32", .dtype = SPRY_DTYPE_I32, .ndim = 2, .shape = SPRY_SHAPE(2, 2), .data = i32},
-        {.name = "ids.i64", .dtype = SPRY_DTYPE_I64, .ndim = 1, .shape = SPRY_SHAPE(3), .data = i64},
-        {.name = "scalar", .dtype = SPRY_DTYPE_F32, .ndim = 0, .shape = NULL, .data = &scalar},
-        {.name = "empty", .dtype = SPRY_DTYPE_F32, .ndim = 2, .shape = SPRY_SHAPE(2, 0), .data = NULL},
-        {.name = "odd \"name\"\n\xc3\xa9", .dtype = SPRY_DTYPE_U8, .ndim = 1, .shape = SPRY_SHAPE(1),
-         .data = "z"},
+        ENTRY("w.bf16", SPRY_DTYPE_BF16, 1, SPRY_SHAPE(3), bf),
+        ENTRY("w.f32", SPRY_DTYPE_F32, 2, SPRY_SHAPE(2, 3), f32),
+        ENTRY("w.f16", SPRY_DTYPE_F16, 1, SPRY_SHAPE(3), hf),
+        ENTRY("ids.i32", SPRY_DTYPE_I32, 2, SPRY_SHAPE(2, 2), i32),
+        ENTRY("ids.i64", SPRY_DTYPE_I64, 1, SPRY_SHAPE(3), i64),
+        ENTRY("scalar", SPRY_DTYPE_F32, 0, NULL, &scalar),
+        ENTRY("empty", SPRY_DTYPE_F32, 2, SPRY_SHAPE(2, 0), NULL),
+        ENTRY("odd \"name\"\n\xc3\xa9", SPRY_DTYPE_U8, 1, SPRY_SHAPE(1), "z"),
     };
+#undef ENTRY
     const int64_t     n      = (int64_t)(sizeof e / sizeof e[0]);
     const char *const meta[] = {"format", "pt", "note", "quote\" back\\slash\ttab"};
     CHECK(spry_safetensors_write(path, e, n, meta, 2) == SPRY_OK);
@@ -205,7 +206,8 @@ static void test_round_trip(void) {
 
     // Metadata.
     CHECK(spry_safetensors_n_meta(st) == 2);
-    CHECK(spry_safetensors_meta(st, "format") && !strcmp(spry_safetensors_meta(st, "format"), "pt"));
+    CHECK(spry_safetensors_meta(st, "format") &&
+          !strcmp(spry_safetensors_meta(st, "format"), "pt"));
     CHECK(spry_safetensors_meta(st, "note") &&
           !strcmp(spry_safetensors_meta(st, "note"), meta[3]));
     CHECK(spry_safetensors_meta(st, "absent") == NULL);

@@ -73,6 +73,8 @@ bool spry_ctx_set_grad(spry_ctx *ctx, bool enabled);
 // New arena tensor for this step (sticky NOMEM on failure: returns a placeholder).
 spry_tensor *spry_new(spry_ctx *ctx, spry_dtype dt, int ndim, const int64_t *shape);
 spry_tensor *spry_zeros(spry_ctx *ctx, spry_dtype dt, int ndim, const int64_t *shape);
+// The placeholder ops return after a sticky error: a 1-element f32 tensor in static storage.
+spry_tensor *spry_op_placeholder(void);
 
 /* ---- the op constructors --------------------------------------------------------------------
  * All inputs contiguous f32 unless stated; outputs are new contiguous tensors. */

@@ -228,8 +228,9 @@ static spry_status parse_metadata(spry_safetensors *st, const cJSON *m) {
     qsort(keys, (size_t)n, sizeof *keys, str_ptr_cmp);
     for (int64_t i = 1; i < n; i++) {
         if (!strcmp(keys[i - 1], keys[i])) {
-            spry_status e = spry_errorf(SPRY_ERR_FORMAT, "%s: __metadata__ key '%.*s' appears twice",
-                                        path, NAME_MAX_SHOWN, keys[i]);
+            spry_status e = spry_errorf(SPRY_ERR_FORMAT,
+                                        "%s: __metadata__ key '%.*s' appears twice", path,
+                                        NAME_MAX_SHOWN, keys[i]);
             free(keys);
             return e;
         }

@@ -2,12 +2,14 @@
  * gemm.c -- spry_gemm_f32 / spry_gemm_bf16: oneDNN matmul, OpenBLAS, and a scalar fallback.
  *
  * oneDNN path (https://oneapi-src.github.io/oneDNN/v2.6/dev_guide_matmul.html): one matmul
- * primitive per (dtype, ta, tb, M, N, K, lda, ldb, ldc, alpha != 1, beta class, thread count),
- * created on first use and kept in a mutex-guarded hash table. Transposes and leading dimensions
- * are strides of the memory descriptors (no copies); alpha is a runtime output scale; beta is a
- * sum post-op (beta values other than 0 and 1 first scale C, so the cache stays bounded). The
- * thread count is part of the key because oneDNN picks its blocking for the thread count current
- * at creation. Without oneDNN (or if a primitive cannot be created): f32 goes to cblas_sgemm,
+ * primitive per (dtype, ta, tb, M, N, K, lda, ldb, ldc, alpha, beta != 0, thread count), created
+ * on first use and kept in a mutex-guarded hash table of at most GEMM_MAX_ENTRY entries (beyond
+ * that, primitives are created per call and destroyed). Transposes and leading dimensions are
+ * strides of the memory descriptors (no copies); alpha is a constant output scale (oneDNN 2.6's
+ * brgemm kernels refuse runtime scales and fall back to gemm:jit); beta is a sum post-op with
+ * scale 1 after C is scaled by beta when beta is not 1. The thread count is part of the key
+ * because oneDNN picks its blocking for the thread count current at creation (its own cache does
+ * the same). Without oneDNN (or if a primitive cannot be created): f32 goes to cblas_sgemm,
  * bf16 is widened to f32 and goes to cblas_sgemm; the scalar loops are the allocation-free last
  * resort and the reference the other paths are tested against.
  */
@@ -189,7 +191,7 @@ static void gemm_openblas_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K
 typedef struct gemm_key {
     int64_t dtype; // 0 f32, 1 bf16 (A and B; C is always f32)
     int64_t ta, tb, M, N, K, lda, ldb, ldc;
-    int64_t scaled; // alpha != 1: a runtime output scale
+    int64_t alpha;  // the bits of alpha, a constant output scale when not 1
     int64_t sum;    // beta != 0: a sum post-op with scale 1
     int64_t nthr;   // omp_get_max_threads() at creation
 } gemm_key;
@@ -202,14 +204,13 @@ struct gemm_entry {
     gemm_entry        *next;
 };
 
-enum { GEMM_N_BUCKET = 256 };
+enum { GEMM_N_BUCKET = 256, GEMM_MAX_ENTRY = 1024 };
 
 static struct {
     pthread_once_t     once;
     pthread_mutex_t    lock;
     dnnl_engine_t      engine; // NULL if oneDNN could not start
     dnnl_stream_t      stream; // CPU streams keep no state between executions; shared
-    dnnl_memory_desc_t scale_md; // one f32 runtime output scale
     gemm_entry        *bucket[GEMM_N_BUCKET];
     int64_t            n_entry;
 } onednn = {.once = PTHREAD_ONCE_INIT, .lock = PTHREAD_MUTEX_INITIALIZER};
@@ -219,10 +220,8 @@ static void onednn_init_once(void) {
         onednn.engine = NULL;
         return;
     }
-    const dnnl_dims_t one = {1};
     if (dnnl_stream_create(&onednn.stream, onednn.engine, dnnl_stream_default_flags) !=
-            dnnl_success ||
-        dnnl_memory_desc_init_by_tag(&onednn.scale_md, 1, one, dnnl_f32, dnnl_a) != dnnl_success) {
+        dnnl_success) {
         dnnl_engine_destroy(onednn.engine);
         onednn.engine = NULL;
     }
@@ -260,10 +259,12 @@ static void onednn_create(gemm_entry *e) {
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t ops = NULL;
     dnnl_primitive_desc_t pd = NULL;
-    const float runtime_scale = DNNL_RUNTIME_F32_VAL;
+    float alpha;
+    uint32_t alpha_bits = (uint32_t)k->alpha;
+    memcpy(&alpha, &alpha_bits, sizeof alpha);
     bool ok = dnnl_primitive_attr_create(&attr) == dnnl_success;
-    if (ok && k->scaled) {
-        ok = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &runtime_scale) == dnnl_success;
+    if (ok && alpha != 1.0f) {
+        ok = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &alpha) == dnnl_success;
     }
     if (ok && k->sum) {
         ok = dnnl_post_ops_create(&ops) == dnnl_success &&
@@ -277,22 +278,34 @@ static void onednn_create(gemm_entry *e) {
     if (attr) dnnl_primitive_attr_destroy(attr);
 }
 
-// The cache entry for key k, created on first use; NULL only if out of memory. Entries live
-// until spry_gemm_cache_clear, so the caller uses the result after unlocking.
-static const gemm_entry *onednn_lookup(const gemm_key *k) {
+// The cache entry for key k, created on first use; NULL only if out of memory. Cached entries
+// live until spry_gemm_cache_clear, so the caller uses them after unlocking. When the cache is
+// full the entry is made for this call only: *transient is set and the caller frees it with
+// onednn_entry_free.
+static gemm_entry *onednn_lookup(const gemm_key *k, bool *transient) {
     const uint64_t slot = gemm_key_hash(k) % GEMM_N_BUCKET;
+    *transient = false;
     pthread_mutex_lock(&onednn.lock);
     gemm_entry *e = onednn.bucket[slot];
     while (e && memcmp(&e->key, k, sizeof *k) != 0) e = e->next;
     if (!e && (e = calloc(1, sizeof *e))) {
         e->key = *k;
         onednn_create(e);
-        e->next = onednn.bucket[slot];
-        onednn.bucket[slot] = e;
-        onednn.n_entry++;
+        if (onednn.n_entry < GEMM_MAX_ENTRY) {
+            e->next = onednn.bucket[slot];
+            onednn.bucket[slot] = e;
+            onednn.n_entry++;
+        } else {
+            *transient = true;
+        }
     }
     pthread_mutex_unlock(&onednn.lock);
     return e;
+}
+
+static void onednn_entry_free(gemm_entry *e) {
+    if (e->prim) dnnl_primitive_destroy(e->prim);
+    free(e);
 }
 
 // Runs the GEMM through oneDNN. Returns false, having touched nothing, if oneDNN cannot.
@@ -300,38 +313,37 @@ static bool gemm_onednn(int dtype, bool ta, bool tb, int64_t M, int64_t N, int64
                         float alpha, const void *A, int64_t lda, const void *B, int64_t ldb,
                         float beta, float *C, int64_t ldc) {
     if (!onednn_available()) return false;
+    uint32_t alpha_bits;
+    memcpy(&alpha_bits, &alpha, sizeof alpha_bits);
     const gemm_key key = {
         .dtype = dtype, .ta = ta, .tb = tb, .M = M, .N = N, .K = K,
         .lda = lda, .ldb = ldb, .ldc = ldc,
-        .scaled = alpha != 1.0f, .sum = beta != 0.0f, .nthr = omp_get_max_threads(),
+        .alpha = alpha_bits, .sum = beta != 0.0f, .nthr = omp_get_max_threads(),
     };
-    const gemm_entry *e = onednn_lookup(&key);
-    if (!e || !e->prim) return false;
+    bool transient;
+    gemm_entry *e = onednn_lookup(&key, &transient);
+    if (!e) return false;
 
-    dnnl_memory_t a_mem = NULL, b_mem = NULL, c_mem = NULL, s_mem = NULL;
-    float scale = alpha;
-    bool ok = dnnl_memory_create(&a_mem, &e->a_md, onednn.engine, (void *)A) == dnnl_success &&
+    dnnl_memory_t a_mem = NULL, b_mem = NULL, c_mem = NULL;
+    bool ok = e->prim != NULL &&
+              dnnl_memory_create(&a_mem, &e->a_md, onednn.engine, (void *)A) == dnnl_success &&
               dnnl_memory_create(&b_mem, &e->b_md, onednn.engine, (void *)B) == dnnl_success &&
               dnnl_memory_create(&c_mem, &e->c_md, onednn.engine, C) == dnnl_success;
-    if (ok && key.scaled) {
-        ok = dnnl_memory_create(&s_mem, &onednn.scale_md, onednn.engine, &scale) == dnnl_success;
-    }
     if (ok) {
-        // dst = alpha * op(A) @ op(B) + 1 * dst: scale C first when beta is neither 0 nor 1
+        // dst = alpha * op(A) @ op(B) + 1 * dst, so scale C first when beta is neither 0 nor 1
         if (key.sum) gemm_scale_c(M, N, beta, C, ldc);
-        dnnl_exec_arg_t args[4] = {
+        dnnl_exec_arg_t args[3] = {
             {DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem},
-            {DNNL_ARG_ATTR_OUTPUT_SCALES, s_mem},
         };
-        dnnl_status_t st = dnnl_primitive_execute(e->prim, onednn.stream, key.scaled ? 4 : 3, args);
+        dnnl_status_t st = dnnl_primitive_execute(e->prim, onednn.stream, 3, args);
         // A CPU stream executes synchronously; a failure after C was scaled cannot be undone.
         SPRY_ASSERT(st == dnnl_success, "dnnl_primitive_execute failed (status %d), M=%lld "
                     "N=%lld K=%lld", (int)st, (long long)M, (long long)N, (long long)K);
     }
-    if (s_mem) dnnl_memory_destroy(s_mem);
     if (c_mem) dnnl_memory_destroy(c_mem);
     if (b_mem) dnnl_memory_destroy(b_mem);
     if (a_mem) dnnl_memory_destroy(a_mem);
+    if (transient) onednn_entry_free(e);
     return ok;
 }
 
@@ -342,8 +354,7 @@ void spry_gemm_cache_clear(void) {
         gemm_entry *e = onednn.bucket[s];
         while (e) {
             gemm_entry *next = e->next;
-            if (e->prim) dnnl_primitive_destroy(e->prim);
-            free(e);
+            onednn_entry_free(e);
             e = next;
         }
         onednn.bucket[s] = NULL;

@@ -76,8 +76,6 @@ static inline bool spry_needs_grad(const spry_tensor *t) {
     return t && (t->flags & SPRY_TENSOR_REQUIRES_GRAD) && t->grad;
 }
 
-// Placeholder returned after a sticky error (a 1-element tensor in static storage).
-spry_tensor *spry_op_placeholder(void);
 
 // Shape-check message helper: formats both shapes for an assertion.
 const char *spry_shapes2(const spry_tensor *a, const spry_tensor *b);

@@ -1,0 +1,93 @@
+/*
+ * model.h -- decoder-only transformer language models: GPT-2 and BLOOM.
+ *
+ * A model is a config, a parameter store (flat buffers, Hugging Face names without the
+ * "transformer." prefix) and per-layer views into it. Linear weights are kept (out, in) like
+ * torch.nn.Linear; GPT-2's Conv1D weights are (in, out) in Hugging Face files and are transposed
+ * on load and save. Models are described by a Hugging Face config.json and stored as safetensors.
+ */
+#ifndef SPRY_MODEL_H
+#define SPRY_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "spry/ops.h"
+#include "spry/params.h"
+#include "spry/status.h"
+
+typedef enum spry_arch {
+    SPRY_ARCH_GPT2 = 0, // learned positions, [q|k|v] QKV
+    SPRY_ARCH_BLOOM,    // ALiBi, embedding LayerNorm, per-head fused QKV
+} spry_arch;
+
+typedef struct spry_model_config {
+    spry_arch arch;
+    int64_t   vocab_size;
+    int64_t   n_positions; // GPT-2 only (0 for BLOOM)
+    int64_t   n_embd;      // C
+    int64_t   n_layer;     // L
+    int64_t   n_head;      // H
+    int64_t   n_inner;     // MLP width (4*C by default)
+    float     layer_norm_eps;
+    float     dropout;     // residual/embedding dropout in training (0 = off)
+    float     init_std;    // normal init of weights (0.02)
+} spry_model_config;
+
+// A GPT-2 config with the given sizes and Hugging Face defaults for the rest.
+spry_model_config spry_model_config_gpt2(int64_t vocab, int64_t n_pos, int64_t C, int64_t L,
+                                         int64_t H);
+// Reads a Hugging Face config.json (model_type "gpt2" or "bloom"). Errors name the file, key and
+// value (SPRY_ERR_IO, SPRY_ERR_FORMAT, SPRY_ERR_CONFIG).
+spry_status spry_model_config_load(const char *path, spry_model_config *cfg);
+// Writes a Hugging Face config.json (temporary name + rename).
+spry_status spry_model_config_save(const spry_model_config *cfg, const char *path);
+// Checks sizes (positive, C divisible by H, ...). SPRY_ERR_CONFIG with the field on failure.
+spry_status spry_model_config_validate(const spry_model_config *cfg);
+
+typedef struct spry_block {
+    spry_tensor *ln1_w, *ln1_b;   // (C)
+    spry_tensor *qkv_w, *qkv_b;   // (3C, C), (3C)
+    spry_tensor *proj_w, *proj_b; // (C, C), (C)
+    spry_tensor *ln2_w, *ln2_b;   // (C)
+    spry_tensor *fc_w, *fc_b;     // (I, C), (I)
+    spry_tensor *fc2_w, *fc2_b;   // (C, I), (C)
+} spry_block;
+
+typedef struct spry_model {
+    spry_model_config cfg;
+    spry_params       params;
+    spry_tensor      *wte;                  // (V, C), tied with the LM head
+    spry_tensor      *wpe;                  // (P, C) GPT-2, else NULL
+    spry_tensor      *emb_ln_w, *emb_ln_b;  // (C) BLOOM, else NULL
+    spry_tensor      *lnf_w, *lnf_b;        // (C)
+    spry_block       *blocks;               // (L)
+} spry_model;
+
+// Builds a model with zeroed parameters. Validates the config first. *out is NULL on error.
+spry_status spry_model_init(const spry_model_config *cfg, spry_model **out);
+void        spry_model_free(spry_model *m);
+// GPT-2 / BLOOM initialization: weights N(0, init_std), residual projections
+// N(0, init_std / sqrt(2 L)) (GPT-2 paper), biases 0, LayerNorm weight 1. Counter-based RNG:
+// the result depends only on the seed.
+void spry_model_init_weights(spry_model *m, uint64_t seed);
+
+// Logits (B, T, V) for ids I32 (B, T), recording the tape when ctx has gradients on.
+spry_tensor *spry_model_forward(spry_model *m, spry_ctx *ctx, spry_tensor *ids);
+// Mean next-token cross entropy for tokens I32 (B, T+1): inputs tokens[:, :T], targets
+// tokens[:, 1:]. Returns a (1) tensor; *logits_out (optional) receives the logits.
+spry_tensor *spry_model_loss(spry_model *m, spry_ctx *ctx, const spry_tensor *tokens,
+                             spry_tensor **logits_out);
+
+// Loads parameters from a Hugging Face safetensors file (names with or without the
+// "transformer." prefix; f32, bf16 or f16 tensors). Every parameter must be present with its
+// exact shape; errors name the file and tensor.
+spry_status spry_model_load_weights(spry_model *m, const char *path);
+// Saves parameters as safetensors with Hugging Face names ("transformer." prefix) and layouts.
+spry_status spry_model_save_weights(const spry_model *m, const char *path);
+// True when parameter `name` (internal name) is stored transposed on disk (GPT-2's Conv1D).
+bool spry_model_param_is_conv1d(const spry_model *m, const char *name);
+// Loads <dir>/config.json and <dir>/model.safetensors.
+spry_status spry_model_load_dir(const char *dir, spry_model **out);
+
+#endif

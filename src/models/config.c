@@ -1,0 +1,174 @@
+/*
+ * config.c -- Hugging Face config.json for GPT-2 and BLOOM (transformers' GPT2Config and
+ * BloomConfig key names: n_embd/n_layer/n_head/n_positions/n_inner/layer_norm_epsilon for GPT-2,
+ * hidden_size/n_layer/n_head/layer_norm_epsilon for BLOOM; n_inner null = 4 * C).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "spry/model.h"
+
+spry_model_config spry_model_config_gpt2(int64_t vocab, int64_t n_pos, int64_t C, int64_t L,
+                                         int64_t H) {
+    return (spry_model_config){.arch = SPRY_ARCH_GPT2, .vocab_size = vocab, .n_positions = n_pos,
+                               .n_embd = C, .n_layer = L, .n_head = H, .n_inner = 4 * C,
+                               .layer_norm_eps = 1e-5f, .init_std = 0.02f};
+}
+
+spry_status spry_model_config_validate(const spry_model_config *c) {
+    struct { const char *k; int64_t v; } pos[] = {
+        {"vocab_size", c->vocab_size}, {"n_embd", c->n_embd}, {"n_layer", c->n_layer},
+        {"n_head", c->n_head}, {"n_inner", c->n_inner}};
+    for (size_t i = 0; i < sizeof pos / sizeof pos[0]; i++)
+        if (pos[i].v <= 0 || pos[i].v > (1 << 24))
+            return spry_errorf(SPRY_ERR_CONFIG, "model config: %s = %lld must be in [1, 2^24]",
+                               pos[i].k, (long long)pos[i].v);
+    if (c->n_embd % c->n_head)
+        return spry_errorf(SPRY_ERR_CONFIG, "model config: n_embd = %lld is not divisible by n_head = %lld",
+                           (long long)c->n_embd, (long long)c->n_head);
+    if (c->arch == SPRY_ARCH_GPT2 && (c->n_positions <= 0 || c->n_positions > (1 << 24)))
+        return spry_errorf(SPRY_ERR_CONFIG, "model config: n_positions = %lld must be positive",
+                           (long long)c->n_positions);
+    if (!(c->layer_norm_eps > 0) || !(c->dropout >= 0 && c->dropout < 1))
+        return spry_errorf(SPRY_ERR_CONFIG, "model config: layer_norm_epsilon = %g / dropout = %g out of range",
+                           (double)c->layer_norm_eps, (double)c->dropout);
+    return SPRY_OK;
+}
+
+static spry_status get_int(const char *path, const cJSON *j, const char *key, int64_t *v,
+                           bool required) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(j, key);
+    if (!x || cJSON_IsNull(x)) {
+        if (required) return spry_errorf(SPRY_ERR_CONFIG, "%s: missing key \"%s\"", path, key);
+        return SPRY_OK;
+    }
+    if (!cJSON_IsNumber(x) || x->valuedouble != (double)(int64_t)x->valuedouble)
+        return spry_errorf(SPRY_ERR_CONFIG, "%s: \"%s\" must be an integer", path, key);
+    *v = (int64_t)x->valuedouble;
+    return SPRY_OK;
+}
+
+static spry_status get_float(const char *path, const cJSON *j, const char *key, float *v) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(j, key);
+    if (!x || cJSON_IsNull(x)) return SPRY_OK;
+    if (!cJSON_IsNumber(x)) return spry_errorf(SPRY_ERR_CONFIG, "%s: \"%s\" must be a number", path, key);
+    *v = (float)x->valuedouble;
+    return SPRY_OK;
+}
+
+static char *read_file(const char *path, size_t max) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char  *buf = malloc(max + 1);
+    size_t n   = buf ? fread(buf, 1, max, f) : 0;
+    fclose(f);
+    if (buf) buf[n] = 0;
+    return buf;
+}
+
+spry_status spry_model_config_load(const char *path, spry_model_config *cfg) {
+    char *text = read_file(path, 1 << 20);
+    if (!text) return spry_errorf(SPRY_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    if (!j || !cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return spry_errorf(SPRY_ERR_FORMAT, "%s: not a JSON object", path);
+    }
+    spry_status  st = SPRY_OK;
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "model_type");
+    memset(cfg, 0, sizeof *cfg);
+    cfg->layer_norm_eps = 1e-5f;
+    cfg->init_std       = 0.02f;
+    if (!cJSON_IsString(mt)) {
+        st = spry_errorf(SPRY_ERR_CONFIG, "%s: missing string \"model_type\" (gpt2 or bloom)", path);
+    } else if (!strcmp(mt->valuestring, "gpt2")) {
+        cfg->arch = SPRY_ARCH_GPT2;
+        if (!st) st = get_int(path, j, "vocab_size", &cfg->vocab_size, true);
+        if (!st) st = get_int(path, j, "n_positions", &cfg->n_positions, true);
+        if (!st) st = get_int(path, j, "n_embd", &cfg->n_embd, true);
+        if (!st) st = get_int(path, j, "n_layer", &cfg->n_layer, true);
+        if (!st) st = get_int(path, j, "n_head", &cfg->n_head, true);
+        cfg->n_inner = 4 * cfg->n_embd;
+        if (!st) st = get_int(path, j, "n_inner", &cfg->n_inner, false);
+        if (!st) st = get_float(path, j, "resid_pdrop", &cfg->dropout);
+        if (!st) st = get_float(path, j, "initializer_range", &cfg->init_std);
+    } else if (!strcmp(mt->valuestring, "bloom")) {
+        cfg->arch = SPRY_ARCH_BLOOM;
+        if (!st) st = get_int(path, j, "vocab_size", &cfg->vocab_size, true);
+        if (!st) st = get_int(path, j, "hidden_size", &cfg->n_embd, true);
+        if (!st) st = get_int(path, j, "n_layer", &cfg->n_layer, true);
+        if (!st) st = get_int(path, j, "n_head", &cfg->n_head, true);
+        cfg->n_inner = 4 * cfg->n_embd;
+        if (!st) st = get_float(path, j, "hidden_dropout", &cfg->dropout);
+        if (!st) st = get_float(path, j, "initializer_range", &cfg->init_std);
+        const cJSON *post = cJSON_GetObjectItemCaseSensitive(j, "apply_residual_connection_post_layernorm");
+        if (!st && cJSON_IsTrue(post))
+            st = spry_errorf(SPRY_ERR_UNSUPPORTED, "%s: apply_residual_connection_post_layernorm = true is not supported", path);
+    } else {
+        st = spry_errorf(SPRY_ERR_CONFIG, "%s: model_type \"%s\" is not supported (gpt2, bloom)",
+                         path, mt->valuestring);
+    }
+    if (!st) st = get_float(path, j, "layer_norm_epsilon", &cfg->layer_norm_eps);
+    cJSON_Delete(j);
+    if (!st) {
+        st = spry_model_config_validate(cfg);
+        if (st) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", spry_last_error());
+            spry_errorf(st, "%s: %s", path, msg);
+        }
+    }
+    return st;
+}
+
+spry_status spry_model_config_save(const spry_model_config *c, const char *path) {
+    cJSON *j = cJSON_CreateObject();
+    if (c->arch == SPRY_ARCH_GPT2) {
+        cJSON_AddItemToObject(j, "architectures", cJSON_CreateStringArray((const char *[]){"GPT2LMHeadModel"}, 1));
+        cJSON_AddStringToObject(j, "model_type", "gpt2");
+        cJSON_AddNumberToObject(j, "vocab_size", (double)c->vocab_size);
+        cJSON_AddNumberToObject(j, "n_positions", (double)c->n_positions);
+        cJSON_AddNumberToObject(j, "n_embd", (double)c->n_embd);
+        cJSON_AddNumberToObject(j, "n_layer", (double)c->n_layer);
+        cJSON_AddNumberToObject(j, "n_head", (double)c->n_head);
+        cJSON_AddNumberToObject(j, "n_inner", (double)c->n_inner);
+        cJSON_AddStringToObject(j, "activation_function", "gelu_new");
+        cJSON_AddNumberToObject(j, "resid_pdrop", c->dropout);
+        cJSON_AddNumberToObject(j, "embd_pdrop", c->dropout);
+        cJSON_AddNumberToObject(j, "attn_pdrop", 0.0);
+    } else {
+        cJSON_AddItemToObject(j, "architectures", cJSON_CreateStringArray((const char *[]){"BloomForCausalLM"}, 1));
+        cJSON_AddStringToObject(j, "model_type", "bloom");
+        cJSON_AddNumberToObject(j, "vocab_size", (double)c->vocab_size);
+        cJSON_AddNumberToObject(j, "hidden_size", (double)c->n_embd);
+        cJSON_AddNumberToObject(j, "n_layer", (double)c->n_layer);
+        cJSON_AddNumberToObject(j, "n_head", (double)c->n_head);
+        cJSON_AddBoolToObject(j, "apply_residual_connection_post_layernorm", 0);
+        cJSON_AddNumberToObject(j, "hidden_dropout", c->dropout);
+        cJSON_AddNumberToObject(j, "attention_dropout", 0.0);
+    }
+    cJSON_AddNumberToObject(j, "layer_norm_epsilon", c->layer_norm_eps);
+    cJSON_AddNumberToObject(j, "initializer_range", c->init_std);
+    cJSON_AddBoolToObject(j, "tie_word_embeddings", 1);
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    if (!text) return spry_errorf(SPRY_ERR_NOMEM, "%s: out of memory", path);
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "wb");
+    bool  ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+    if (f) ok = (fflush(f) == 0) && (fsync(fileno(f)) == 0) && ok, ok = (fclose(f) == 0) && ok;
+    free(text);
+    if (!ok || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return spry_errorf(SPRY_ERR_IO, "%s: cannot write: %s", path, strerror(e));
+    }
+    return SPRY_OK;
+}

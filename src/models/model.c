@@ -1,0 +1,376 @@
+/*
+ * model.c -- GPT-2 and BLOOM: parameters, initialization, forward, Hugging Face weights.
+ *
+ * The two architectures differ in four places, all visible below: GPT-2 adds learned position
+ * embeddings and splits QKV as [q | k | v]; BLOOM normalizes the embeddings, adds ALiBi to the
+ * attention scores and interleaves QKV per head. GPT-2's Conv1D weights are (in, out) on disk and
+ * (out, in) here. The LM head is tied to the token embedding in both.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/block.h"
+#include "spry/dtype.h"
+#include "spry/model.h"
+#include "spry/rng.h"
+#include "spry/safetensors.h"
+
+/* ---- the parameter table ------------------------------------------------------------------
+ * One row per block parameter: the Hugging Face name in each architecture, its shape, whether the
+ * GPT-2 file stores it transposed (Conv1D), and its init. */
+
+typedef enum { SH_C, SH_3C_C, SH_3C, SH_C_C, SH_I_C, SH_I, SH_C_I } shape_kind;
+typedef enum { INIT_W, INIT_W_RESID, INIT_ZERO, INIT_ONE } init_kind;
+
+typedef struct block_param {
+    const char *gpt2, *bloom;
+    size_t      field;
+    shape_kind  shape;
+    bool        conv1d;
+    init_kind   init;
+} block_param;
+
+static const block_param k_block_params[] = {
+    {"ln_1.weight", "input_layernorm.weight", offsetof(spry_block, ln1_w), SH_C, false, INIT_ONE},
+    {"ln_1.bias", "input_layernorm.bias", offsetof(spry_block, ln1_b), SH_C, false, INIT_ZERO},
+    {"attn.c_attn.weight", "self_attention.query_key_value.weight", offsetof(spry_block, qkv_w), SH_3C_C, true, INIT_W},
+    {"attn.c_attn.bias", "self_attention.query_key_value.bias", offsetof(spry_block, qkv_b), SH_3C, false, INIT_ZERO},
+    {"attn.c_proj.weight", "self_attention.dense.weight", offsetof(spry_block, proj_w), SH_C_C, true, INIT_W_RESID},
+    {"attn.c_proj.bias", "self_attention.dense.bias", offsetof(spry_block, proj_b), SH_C, false, INIT_ZERO},
+    {"ln_2.weight", "post_attention_layernorm.weight", offsetof(spry_block, ln2_w), SH_C, false, INIT_ONE},
+    {"ln_2.bias", "post_attention_layernorm.bias", offsetof(spry_block, ln2_b), SH_C, false, INIT_ZERO},
+    {"mlp.c_fc.weight", "mlp.dense_h_to_4h.weight", offsetof(spry_block, fc_w), SH_I_C, true, INIT_W},
+    {"mlp.c_fc.bias", "mlp.dense_h_to_4h.bias", offsetof(spry_block, fc_b), SH_I, false, INIT_ZERO},
+    {"mlp.c_proj.weight", "mlp.dense_4h_to_h.weight", offsetof(spry_block, fc2_w), SH_C_I, true, INIT_W_RESID},
+    {"mlp.c_proj.bias", "mlp.dense_4h_to_h.bias", offsetof(spry_block, fc2_b), SH_C, false, INIT_ZERO},
+};
+#define N_BLOCK_PARAMS ((int)(sizeof k_block_params / sizeof k_block_params[0]))
+
+typedef struct top_param {
+    const char *gpt2, *bloom; // NULL: absent in that architecture
+    size_t      field;
+    int         rows_kind;    // 0: (V, C), 1: (P, C), 2: (C)
+    init_kind   init;
+} top_param;
+
+static const top_param k_top_params[] = {
+    {"wte.weight", "word_embeddings.weight", offsetof(spry_model, wte), 0, INIT_W},
+    {"wpe.weight", NULL, offsetof(spry_model, wpe), 1, INIT_W},
+    {NULL, "word_embeddings_layernorm.weight", offsetof(spry_model, emb_ln_w), 2, INIT_ONE},
+    {NULL, "word_embeddings_layernorm.bias", offsetof(spry_model, emb_ln_b), 2, INIT_ZERO},
+    {"ln_f.weight", "ln_f.weight", offsetof(spry_model, lnf_w), 2, INIT_ONE},
+    {"ln_f.bias", "ln_f.bias", offsetof(spry_model, lnf_b), 2, INIT_ZERO},
+};
+#define N_TOP_PARAMS ((int)(sizeof k_top_params / sizeof k_top_params[0]))
+
+static spry_tensor **field(void *base, size_t off) { return (spry_tensor **)((char *)base + off); }
+
+static void block_shape(const spry_model_config *c, shape_kind k, int *ndim, int64_t *s) {
+    int64_t C = c->n_embd, I = c->n_inner;
+    switch (k) {
+    case SH_C: *ndim = 1, s[0] = C; break;
+    case SH_3C: *ndim = 1, s[0] = 3 * C; break;
+    case SH_I: *ndim = 1, s[0] = I; break;
+    case SH_3C_C: *ndim = 2, s[0] = 3 * C, s[1] = C; break;
+    case SH_C_C: *ndim = 2, s[0] = C, s[1] = C; break;
+    case SH_I_C: *ndim = 2, s[0] = I, s[1] = C; break;
+    case SH_C_I: *ndim = 2, s[0] = C, s[1] = I; break;
+    }
+}
+
+spry_status spry_model_init(const spry_model_config *cfg, spry_model **out) {
+    *out = NULL;
+    SPRY_TRY(spry_model_config_validate(cfg));
+    spry_model *m = calloc(1, sizeof *m);
+    if (!m) return spry_errorf(SPRY_ERR_NOMEM, "out of memory");
+    m->cfg    = *cfg;
+    m->blocks = calloc((size_t)cfg->n_layer, sizeof *m->blocks);
+    if (!m->blocks) {
+        free(m);
+        return spry_errorf(SPRY_ERR_NOMEM, "out of memory");
+    }
+    spry_params_init(&m->params);
+    bool    bloom = cfg->arch == SPRY_ARCH_BLOOM;
+    int64_t idx_top[N_TOP_PARAMS], *idx_blk = malloc(sizeof(int64_t) * (size_t)(cfg->n_layer * N_BLOCK_PARAMS));
+    spry_status st = idx_blk ? SPRY_OK : SPRY_ERR_NOMEM;
+    for (int i = 0; !st && i < N_TOP_PARAMS; i++) {
+        const char *name = bloom ? k_top_params[i].bloom : k_top_params[i].gpt2;
+        idx_top[i]       = -1;
+        if (!name) continue;
+        int64_t rows[] = {cfg->vocab_size, cfg->n_positions};
+        int     kind   = k_top_params[i].rows_kind;
+        int64_t shape[2] = {kind == 2 ? cfg->n_embd : rows[kind], cfg->n_embd};
+        idx_top[i] = spry_params_add(&m->params, name, kind == 2 ? 1 : 2, shape,
+                                     kind == 2 ? SPRY_PARAM_NO_DECAY : 0);
+        if (idx_top[i] < 0) st = (spry_status)idx_top[i];
+    }
+    for (int64_t l = 0; !st && l < cfg->n_layer; l++)
+        for (int k = 0; !st && k < N_BLOCK_PARAMS; k++) {
+            char    name[48];
+            int     nd = 0;
+            int64_t shape[2] = {0, 0};
+            snprintf(name, sizeof name, "h.%lld.%s", (long long)l,
+                     bloom ? k_block_params[k].bloom : k_block_params[k].gpt2);
+            block_shape(cfg, k_block_params[k].shape, &nd, shape);
+            int64_t i = spry_params_add(&m->params, name, nd, shape, nd == 1 ? SPRY_PARAM_NO_DECAY : 0);
+            idx_blk[l * N_BLOCK_PARAMS + k] = i;
+            if (i < 0) st = (spry_status)i;
+        }
+    if (!st) st = spry_params_alloc(&m->params);
+    if (st) {
+        free(idx_blk);
+        spry_model_free(m);
+        return st == SPRY_ERR_NOMEM ? spry_errorf(st, "out of memory building the model") : st;
+    }
+    for (int i = 0; i < N_TOP_PARAMS; i++)
+        if (idx_top[i] >= 0) *field(m, k_top_params[i].field) = spry_params_at(&m->params, idx_top[i]);
+    for (int64_t l = 0; l < cfg->n_layer; l++)
+        for (int k = 0; k < N_BLOCK_PARAMS; k++)
+            *field(&m->blocks[l], k_block_params[k].field) =
+                spry_params_at(&m->params, idx_blk[l * N_BLOCK_PARAMS + k]);
+    free(idx_blk);
+    *out = m;
+    return SPRY_OK;
+}
+
+void spry_model_free(spry_model *m) {
+    if (!m) return;
+    spry_params_free(&m->params);
+    free(m->blocks);
+    free(m);
+}
+
+static void init_one(spry_tensor *t, init_kind k, float std, uint64_t seed, uint64_t stream) {
+    int64_t n = spry_tensor_numel(t);
+    float  *p = t->data;
+    if (k == INIT_ZERO || k == INIT_ONE)
+        for (int64_t i = 0; i < n; i++) p[i] = k == INIT_ONE ? 1.0f : 0.0f;
+    else
+        spry_rng_fill_normal(p, n, seed, stream, 0.0f, std);
+}
+
+void spry_model_init_weights(spry_model *m, uint64_t seed) {
+    const spry_model_config *c = &m->cfg;
+    float resid_std = c->init_std / sqrtf(2.0f * (float)c->n_layer);
+    uint64_t stream = 0;
+    for (int i = 0; i < N_TOP_PARAMS; i++) {
+        spry_tensor *t = *field(m, k_top_params[i].field);
+        if (t) init_one(t, k_top_params[i].init, c->init_std, seed, stream);
+        stream++;
+    }
+    for (int64_t l = 0; l < c->n_layer; l++)
+        for (int k = 0; k < N_BLOCK_PARAMS; k++, stream++) {
+            init_kind ik = k_block_params[k].init;
+            init_one(*field(&m->blocks[l], k_block_params[k].field), ik,
+                     ik == INIT_W_RESID ? resid_std : c->init_std, seed, stream);
+        }
+}
+
+/* ---- forward ------------------------------------------------------------------------------ */
+
+spry_tensor *spry_model_forward(spry_model *m, spry_ctx *ctx, spry_tensor *ids) {
+    const spry_model_config *c = &m->cfg;
+    if (ctx->status) return spry_op_placeholder();
+    SPRY_ASSERT(ids->ndim == 2 && ids->dtype == SPRY_DTYPE_I32, "model: ids must be I32 (B, T)");
+    int64_t      T = ids->shape[1];
+    spry_tensor *x = spry_embedding(ctx, m->wte, ids); // (B, T, C)
+    spry_attn_params ap = {.n_head = c->n_head, .causal = true};
+    if (c->arch == SPRY_ARCH_GPT2) {
+        SPRY_ASSERT(T <= c->n_positions, "model: T=%lld exceeds n_positions=%lld", (long long)T,
+                    (long long)c->n_positions);
+        spry_tensor *pos = spry_new(ctx, SPRY_DTYPE_I32, 1, &T);
+        if (ctx->status) return pos;
+        for (int64_t t = 0; t < T; t++) ((int32_t *)pos->data)[t] = (int32_t)t;
+        x = spry_add(ctx, x, spry_embedding(ctx, m->wpe, pos)); // + (T, C)
+        x = spry_dropout(ctx, x, c->dropout);
+        ap.layout = SPRY_QKV_GPT2;
+    } else {
+        x         = spry_layernorm(ctx, x, m->emb_ln_w, m->emb_ln_b, c->layer_norm_eps);
+        ap.alibi  = true;
+        ap.layout = SPRY_QKV_BLOOM;
+    }
+    spry_tensor_set_name(x, "embed");
+    for (int64_t l = 0; l < c->n_layer; l++)
+        x = spry_block_forward(ctx, &m->blocks[l], x, &ap, c->layer_norm_eps, c->dropout, (int)l);
+    x = spry_layernorm(ctx, x, m->lnf_w, m->lnf_b, c->layer_norm_eps);
+    spry_tensor *logits = spry_linear(ctx, x, m->wte, NULL); // (B, T, V), tied head
+    spry_tensor_set_name(logits, "logits");
+    return logits;
+}
+
+spry_tensor *spry_model_loss(spry_model *m, spry_ctx *ctx, const spry_tensor *tokens,
+                             spry_tensor **logits_out) {
+    SPRY_ASSERT(tokens->ndim == 2 && tokens->dtype == SPRY_DTYPE_I32 && tokens->shape[1] >= 2,
+                "model: tokens must be I32 (B, T+1)");
+    int64_t      B = tokens->shape[0], T = tokens->shape[1] - 1;
+    spry_tensor *ids = spry_new(ctx, SPRY_DTYPE_I32, 2, SPRY_SHAPE(B, T));
+    spry_tensor *tgt = spry_new(ctx, SPRY_DTYPE_I32, 2, SPRY_SHAPE(B, T));
+    if (ctx->status) return ids;
+    const int32_t *tok = tokens->data;
+    for (int64_t b = 0; b < B; b++) {
+        memcpy((int32_t *)ids->data + b * T, tok + b * (T + 1), (size_t)T * sizeof(int32_t));
+        memcpy((int32_t *)tgt->data + b * T, tok + b * (T + 1) + 1, (size_t)T * sizeof(int32_t));
+    }
+    spry_tensor *logits = spry_model_forward(m, ctx, ids);
+    if (logits_out) *logits_out = logits;
+    return spry_cross_entropy(ctx, logits, tgt);
+}
+
+/* ---- Hugging Face weights ----------------------------------------------------------------- */
+
+typedef struct named_param {
+    const char  *name;  // internal name (no prefix)
+    spry_tensor *t;
+    bool         conv1d;
+} named_param;
+
+// Visits every parameter with its Conv1D flag (true only for GPT-2's block weights).
+static int64_t list_params(const spry_model *m, named_param *out) {
+    bool    gpt2 = m->cfg.arch == SPRY_ARCH_GPT2;
+    int64_t n    = 0;
+    for (int64_t i = 0; i < m->params.n_items; i++) {
+        const spry_tensor *t    = &m->params.items[i].t;
+        bool               conv = gpt2 && spry_model_param_is_conv1d(m, t->name);
+        out[n++] = (named_param){.name = t->name, .t = (spry_tensor *)t, .conv1d = conv};
+    }
+    return n;
+}
+
+static float load_elem(const spry_st_tensor_info *info, int64_t i) {
+    switch (info->dtype) {
+    case SPRY_DTYPE_F32: {
+        float v;
+        memcpy(&v, (const char *)info->data + 4 * i, 4);
+        return v;
+    }
+    case SPRY_DTYPE_BF16: {
+        uint16_t h;
+        memcpy(&h, (const char *)info->data + 2 * i, 2);
+        return spry_bf16_to_f32(h);
+    }
+    default: {
+        uint16_t h;
+        memcpy(&h, (const char *)info->data + 2 * i, 2);
+        return spry_f16_to_f32(h);
+    }
+    }
+}
+
+spry_status spry_model_load_weights(spry_model *m, const char *path) {
+    spry_safetensors *st;
+    SPRY_TRY(spry_safetensors_open(path, &st));
+    named_param *ps = malloc(sizeof *ps * (size_t)m->params.n_items);
+    if (!ps) {
+        spry_safetensors_close(st);
+        return spry_errorf(SPRY_ERR_NOMEM, "out of memory");
+    }
+    int64_t     n = list_params(m, ps);
+    spry_status rc = SPRY_OK;
+    for (int64_t i = 0; i < n && !rc; i++) {
+        char full[96];
+        snprintf(full, sizeof full, "transformer.%s", ps[i].name);
+        const spry_st_tensor_info *info = spry_safetensors_find(st, full);
+        if (!info) info = spry_safetensors_find(st, ps[i].name);
+        if (!info) {
+            rc = spry_errorf(SPRY_ERR_FORMAT, "%s: tensor \"%s\" is missing. HINT: is config.json for this checkpoint?",
+                             path, full);
+            break;
+        }
+        if (info->dtype != SPRY_DTYPE_F32 && info->dtype != SPRY_DTYPE_BF16 && info->dtype != SPRY_DTYPE_F16) {
+            rc = spry_errorf(SPRY_ERR_FORMAT, "%s: tensor \"%s\" has dtype %s; expected F32, BF16 or F16",
+                             path, info->name, info->st_dtype);
+            break;
+        }
+        spry_tensor *t = ps[i].t;
+        bool shape_ok  = info->ndim == t->ndim;
+        for (int d = 0; shape_ok && d < t->ndim; d++)
+            shape_ok = info->shape[d] == t->shape[ps[i].conv1d ? t->ndim - 1 - d : d];
+        if (!shape_ok) {
+            rc = spry_errorf(SPRY_ERR_FORMAT, "%s: tensor \"%s\" has the wrong shape for this config (ndim %d)%s",
+                             path, info->name, info->ndim, ps[i].conv1d ? " (Conv1D layout (in, out) expected)" : "");
+            break;
+        }
+        float  *dst = t->data;
+        int64_t rows = t->ndim == 2 ? t->shape[0] : 1, cols = t->shape[t->ndim - 1];
+        if (ps[i].conv1d) // file (in=cols, out=rows) -> (out, in)
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t c = 0; c < cols; c++) dst[r * cols + c] = load_elem(info, c * rows + r);
+        else
+            for (int64_t k = 0; k < rows * cols; k++) dst[k] = load_elem(info, k);
+    }
+    free(ps);
+    spry_safetensors_close(st);
+    return rc;
+}
+
+spry_status spry_model_save_weights(const spry_model *m, const char *path) {
+    int64_t        np    = m->params.n_items;
+    named_param   *ps    = malloc(sizeof *ps * (size_t)np);
+    spry_st_entry *ents  = calloc((size_t)np, sizeof *ents);
+    char         (*names)[96] = malloc(sizeof *names * (size_t)np);
+    float        **tmp   = calloc((size_t)np, sizeof *tmp);
+    int64_t       (*shapes)[2] = malloc(sizeof *shapes * (size_t)np);
+    spry_status    rc    = (ps && ents && names && tmp && shapes) ? SPRY_OK : spry_errorf(SPRY_ERR_NOMEM, "out of memory");
+    int64_t        n     = rc ? 0 : list_params(m, ps);
+    for (int64_t i = 0; i < n && !rc; i++) {
+        const spry_tensor *t = ps[i].t;
+        snprintf(names[i], sizeof names[i], "transformer.%s", ps[i].name);
+        const void *data = t->data;
+        shapes[i][0] = t->shape[0];
+        shapes[i][1] = t->ndim == 2 ? t->shape[1] : 0;
+        if (ps[i].conv1d) {
+            int64_t rows = t->shape[0], cols = t->shape[1];
+            tmp[i] = malloc(sizeof(float) * (size_t)(rows * cols));
+            if (!tmp[i]) {
+                rc = spry_errorf(SPRY_ERR_NOMEM, "out of memory");
+                break;
+            }
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t c = 0; c < cols; c++) tmp[i][c * rows + r] = ((const float *)t->data)[r * cols + c];
+            data         = tmp[i];
+            shapes[i][0] = cols;
+            shapes[i][1] = rows;
+        }
+        ents[i] = (spry_st_entry){.name = names[i], .dtype = SPRY_DTYPE_F32, .ndim = t->ndim,
+                                  .shape = shapes[i], .data = data};
+    }
+    if (!rc) {
+        const char *meta[] = {"format", "pt"};
+        rc = spry_safetensors_write(path, ents, n, meta, 1);
+    }
+    for (int64_t i = 0; tmp && i < np; i++) free(tmp[i]);
+    free(tmp), free(ps), free(ents), free(names), free(shapes);
+    return rc;
+}
+
+bool spry_model_param_is_conv1d(const spry_model *m, const char *name) {
+    if (m->cfg.arch != SPRY_ARCH_GPT2) return false;
+    size_t ln = strlen(name);
+    for (int k = 0; k < N_BLOCK_PARAMS; k++) {
+        const char *suf = k_block_params[k].gpt2;
+        size_t      ls  = strlen(suf);
+        if (k_block_params[k].conv1d && ln > ls && !strcmp(name + ln - ls, suf)) return true;
+    }
+    return false;
+}
+
+spry_status spry_model_load_dir(const char *dir, spry_model **out) {
+    char              path[4096];
+    spry_model_config cfg;
+    *out = NULL;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    SPRY_TRY(spry_model_config_load(path, &cfg));
+    spry_model *m;
+    SPRY_TRY(spry_model_init(&cfg, &m));
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    spry_status st = spry_model_load_weights(m, path);
+    if (st) {
+        spry_model_free(m);
+        return st;
+    }
+    *out = m;
+    return SPRY_OK;
+}

@@ -1,0 +1,25 @@
+/*
+ * block.c -- the pre-LayerNorm transformer block (see block.h). References: Radford et al.,
+ * "Language Models are Unsupervised Multitask Learners" (GPT-2); BigScience, "BLOOM" (2022).
+ */
+#include "block.h"
+
+spry_tensor *spry_block_forward(spry_ctx *ctx, const spry_block *b, spry_tensor *x,
+                                const spry_attn_params *ap, float eps, float dropout, int il) {
+    spry_tensor *h = spry_layernorm(ctx, x, b->ln1_w, b->ln1_b, eps);   // (B, T, C)
+    spry_tensor_set_name(h, "blk.%d.ln1", il);
+    spry_tensor *qkv = spry_linear(ctx, h, b->qkv_w, b->qkv_b);        // (B, T, 3C)
+    spry_tensor_set_name(qkv, "blk.%d.qkv", il);
+    spry_tensor *a = spry_attention(ctx, qkv, *ap);                    // (B, T, C)
+    spry_tensor_set_name(a, "blk.%d.attn", il);
+    a = spry_dropout(ctx, spry_linear(ctx, a, b->proj_w, b->proj_b), dropout);
+    x = spry_add(ctx, x, a);
+    spry_tensor_set_name(x, "blk.%d.resid_attn", il);
+    h = spry_layernorm(ctx, x, b->ln2_w, b->ln2_b, eps);
+    h = spry_gelu(ctx, spry_linear(ctx, h, b->fc_w, b->fc_b));          // (B, T, I)
+    spry_tensor_set_name(h, "blk.%d.mlp_act", il);
+    h = spry_dropout(ctx, spry_linear(ctx, h, b->fc2_w, b->fc2_b), dropout);
+    x = spry_add(ctx, x, h);
+    spry_tensor_set_name(x, "blk.%d.out", il);
+    return x;
+}
