@@ -193,7 +193,8 @@ int main(int argc, char **argv) {
                peak_bf16 > 0 ? 100.0 * g[i][V_SPRY_BF16] / peak_bf16 : 0.0);
         fflush(stdout);
     }
-    printf("(GFLOP/s; f32/pk: spry f32 over the FMA peak, bf16/pk: spry bf16 over the BF16 peak)\n");
+    printf("(GFLOP/s; f32/pk: spry f32 over the FMA peak, bf16/pk: spry bf16 over the BF16 "
+           "peak)\n");
     printf("(%s: %s)\n\n", variant_name[V_SPRY_BF16], "A and B bf16, f32 accumulation and C");
 
     for (int i = 0; i < n_shape; i++) {

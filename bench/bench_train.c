@@ -85,6 +85,7 @@ int main(int argc, char **argv) {
            "gemm_gflops=%.1f loss=%.4f arena_high_water_mb=%.0f gemm=%s\n",
            model, prec, tps, (double)ru.ru_maxrss / 1024.0, threads, flops_tok * tps / 1e9, loss,
            (double)spry_arena_high_water(ctx->arena) / 1048576.0, spry_gemm_backend());
+    spry_op_profile_print();
     spry_optim_free(opt);
     spry_ctx_free(ctx);
     spry_model_free(m);

@@ -73,6 +73,8 @@ bool spry_ctx_set_grad(spry_ctx *ctx, bool enabled);
 // New arena tensor for this step (sticky NOMEM on failure: returns a placeholder).
 spry_tensor *spry_new(spry_ctx *ctx, spry_dtype dt, int ndim, const int64_t *shape);
 spry_tensor *spry_zeros(spry_ctx *ctx, spry_dtype dt, int ndim, const int64_t *shape);
+// Prints per-op forward/backward wall time to stderr (collected when SPRY_PROFILE is set).
+void spry_op_profile_print(void);
 // The placeholder ops return after a sticky error: a 1-element f32 tensor in static storage.
 spry_tensor *spry_op_placeholder(void);
 

@@ -76,7 +76,37 @@ spry_tensor *spry_zeros(spry_ctx *ctx, spry_dtype dt, int ndim, const int64_t *s
     return t;
 }
 
+// Per-op wall time, forward and backward, when SPRY_PROFILE is set (see spry_op_profile_print).
+static double g_prof[SPRY_OP_COUNT][2];
+static int    g_prof_on = -1;
+
+static double wall(void) { return omp_get_wtime(); }
+
+static void run_timed(const spry_node *n, void (*k)(const spry_node *, int, int));
+
 void spry_op_run(const spry_node *n, void (*k)(const spry_node *, int, int)) {
+    if (g_prof_on < 0) g_prof_on = getenv("SPRY_PROFILE") != NULL;
+    if (g_prof_on) {
+        double t0 = wall();
+        run_timed(n, k);
+        g_prof[n->op][k == spry_op_defs[n->op]->fwd ? 0 : 1] += wall() - t0;
+        return;
+    }
+    run_timed(n, k);
+}
+
+void spry_op_profile_print(void) {
+    double total = 0;
+    for (int i = 0; i < SPRY_OP_COUNT; i++) total += g_prof[i][0] + g_prof[i][1];
+    if (total <= 0) return;
+    fprintf(stderr, "%-16s %10s %10s %7s\n", "op", "fwd s", "bwd s", "share");
+    for (int i = 0; i < SPRY_OP_COUNT; i++)
+        if (g_prof[i][0] + g_prof[i][1] > 0)
+            fprintf(stderr, "%-16s %10.3f %10.3f %6.1f%%\n", spry_op_defs[i]->name, g_prof[i][0],
+                    g_prof[i][1], 100.0 * (g_prof[i][0] + g_prof[i][1]) / total);
+}
+
+static void run_timed(const spry_node *n, void (*k)(const spry_node *, int, int)) {
     int nth = n->ctx->n_threads;
     if (spry_op_defs[n->op]->self_threaded || nth <= 1) {
         k(n, 0, 1);

@@ -14,7 +14,8 @@
 
 static inline float spry_expf(float x) {
     x        = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
-    float n  = __builtin_roundf(x * 1.44269504088896341f);
+    // round to nearest by adding and subtracting 1.5 * 2^23 (no SSE4.1 round instruction needed)
+    float n  = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r  = x - n * 0.693145751953125f;   // ln2 split in two parts for accuracy
     r        = r - n * 1.428606765330187e-06f;
     float p  = 1.0f / 720.0f;

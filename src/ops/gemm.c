@@ -100,6 +100,10 @@ static void openblas_sync_threads(void) {
     if (openblas_get_num_threads() != nthr) openblas_set_num_threads(nthr);
 }
 
+// Below this many multiply-adds (or elements converted) a loop runs on one thread: waking the
+// OpenMP team costs more than it saves, and far more on a loaded machine.
+#define GEMM_PARALLEL_MIN (1 << 16)
+
 // ------------------------------------------------------------------------------------------------
 // scalar loops: no allocation, one output row per OpenMP iteration, f32 accumulation in k order
 // (so results do not depend on the thread count).
@@ -110,7 +114,7 @@ static void gemm_scalar_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, f
     // op(A)(i, k) = A[i * sai + k * sak], op(B)(k, j) = B[k * sbk + j * sbj]
     const int64_t sai = ta ? 1 : lda, sak = ta ? lda : 1;
     const int64_t sbk = tb ? 1 : ldb, sbj = tb ? ldb : 1;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (M * N * K >= GEMM_PARALLEL_MIN)
     for (int64_t i = 0; i < M; i++) {
         for (int64_t j = 0; j < N; j++) {
             float acc = 0.0f;
@@ -126,7 +130,7 @@ static void gemm_scalar_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, 
                              float beta, float *C, int64_t ldc) {
     const int64_t sai = ta ? 1 : lda, sak = ta ? lda : 1;
     const int64_t sbk = tb ? 1 : ldb, sbj = tb ? ldb : 1;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (M * N * K >= GEMM_PARALLEL_MIN)
     for (int64_t i = 0; i < M; i++) {
         for (int64_t j = 0; j < N; j++) {
             float acc = 0.0f;
@@ -154,7 +158,7 @@ static void gemm_openblas_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K,
 
 // Widens a (rows, cols) bf16 matrix with leading dimension ld to a dense f32 one.
 static void widen_bf16(const uint16_t *x, int64_t rows, int64_t cols, int64_t ld, float *y) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * cols >= GEMM_PARALLEL_MIN)
     for (int64_t r = 0; r < rows; r++) {
         for (int64_t c = 0; c < cols; c++) y[r * cols + c] = spry_bf16_to_f32(x[r * ld + c]);
     }

@@ -1,0 +1,10 @@
+/*
+ * commands.h -- the subcommands of the spry CLI. Each returns the process exit code
+ * (0 ok, 1 runtime error, 2 usage error); argv[0] is the subcommand name.
+ */
+#ifndef SPRY_TOOLS_COMMANDS_H
+#define SPRY_TOOLS_COMMANDS_H
+
+int spry_cmd_demo(int argc, char **argv);
+
+#endif
