@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "spry/autograd.h"
+#include "spry/cpu.h"
 #include "spry/gemm.h"
 #include "spry/model.h"
 #include "spry/optim.h"
@@ -82,9 +83,10 @@ int main(int argc, char **argv) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("SPRY model=%s precision=%s tokens_per_s=%.1f peak_rss_mb=%.0f threads=%d "
-           "gemm_gflops=%.1f loss=%.4f arena_high_water_mb=%.0f gemm=%s\n",
+           "gemm_gflops=%.1f loss=%.4f arena_high_water_mb=%.0f gemm=%s cpu=%s\n",
            model, prec, tps, (double)ru.ru_maxrss / 1024.0, threads, flops_tok * tps / 1e9, loss,
-           (double)spry_arena_high_water(ctx->arena) / 1048576.0, spry_gemm_backend());
+           (double)spry_arena_high_water(ctx->arena) / 1048576.0, spry_gemm_backend(),
+           spry_cpu_summary());
     spry_op_profile_print();
     spry_optim_free(opt);
     spry_ctx_free(ctx);

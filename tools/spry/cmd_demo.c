@@ -16,6 +16,8 @@
 
 #include "commands.h"
 #include "spry/autograd.h"
+#include "spry/cpu.h"
+#include "spry/gemm.h"
 #include "spry/model.h"
 #include "spry/optim.h"
 #include "spry/rng.h"
@@ -152,8 +154,10 @@ int spry_cmd_demo(int argc, char **argv) {
     spry_tensor tokens = {0};
     spry_tensor_set_shape(&tokens, SPRY_DTYPE_I32, 2, (int64_t[]){o.batch, o.seq + 1});
     tokens.data = tok;
-    printf("spry demo: GPT-2 %d layers, width %d, %d heads, %lld parameters, %s, %d threads\n",
-           o.layers, o.embd, o.heads, (long long)m->params.n_elem, o.bf16 ? "bf16" : "fp32", o.threads);
+    printf("spry demo: GPT-2 %d layers, width %d, %d heads, %lld parameters, %s, %d threads\n"
+           "spry demo: cpu: %s; gemm: %s\n",
+           o.layers, o.embd, o.heads, (long long)m->params.n_elem, o.bf16 ? "bf16" : "fp32", o.threads,
+           spry_cpu_summary(), spry_gemm_backend());
     bool   tty = isatty(fileno(stderr));
     double t0 = now();
     int    warm = o.steps / 10 > 0 ? o.steps / 10 : 1;
