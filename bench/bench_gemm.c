@@ -93,8 +93,9 @@ static const shape shapes[] = {
     LAYER("lm_head", 1024, 50304, 768),
 };
 
-typedef enum variant { V_SPRY_F32, V_OPENBLAS_F32, V_SPRY_BF16, N_VARIANT } variant;
-static const char *const variant_name[N_VARIANT] = {"spry f32", "openblas f32", "spry bf16"};
+// Timed variant by variant, OpenBLAS last: its pthread pool keeps spinning for a while after a
+// call and would slow down whatever runs next on a 2-core machine.
+typedef enum variant { V_SPRY_F32, V_SPRY_BF16, V_OPENBLAS_F32, N_VARIANT } variant;
 
 static void run_variant(variant v, const shape *s, const float *a, const uint16_t *ah,
                         const float *b, const uint16_t *bh, float *c) {
@@ -116,13 +117,14 @@ static void run_variant(variant v, const shape *s, const float *a, const uint16_
     }
 }
 
-// Best GFLOP/s of reps timed calls after one warmup call.
+// Best GFLOP/s of timed calls (at least reps of them, and at least 0.25 s) after a warmup call.
 static double time_variant(variant v, const shape *s, int reps, const float *a,
                            const uint16_t *ah, const float *b, const uint16_t *bh, float *c) {
     const double flops = 2.0 * (double)s->M * (double)s->N * (double)s->K;
     run_variant(v, s, a, ah, b, bh, c);
     double best = 0.0;
-    for (int r = 0; r < reps; r++) {
+    const double start = omp_get_wtime();
+    for (int r = 0; r < reps || omp_get_wtime() - start < 0.25; r++) {
         double t0 = omp_get_wtime();
         run_variant(v, s, a, ah, b, bh, c);
         double g = flops / (omp_get_wtime() - t0) * 1e-9;
@@ -147,8 +149,8 @@ int main(int argc, char **argv) {
     }
     omp_set_num_threads(N_THREAD);
     openblas_set_num_threads(N_THREAD);
-    printf("bench_gemm: %d threads, backend %s, best of %d reps after a warmup\n", N_THREAD,
-           spry_gemm_backend(), reps);
+    printf("bench_gemm: %d threads, backend %s, best of >= %d reps (>= 0.25 s) after a warmup\n",
+           N_THREAD, spry_gemm_backend(), reps);
 
     double peak_f32 = 0.0, peak_bf16 = 0.0;
     __builtin_cpu_init();
@@ -177,13 +179,15 @@ int main(int argc, char **argv) {
     fill(b, bh, max_b, 2);
 
     double g[sizeof shapes / sizeof shapes[0]][N_VARIANT];
+    for (int v = 0; v < N_VARIANT; v++) {
+        for (int i = 0; i < n_shape; i++) {
+            g[i][v] = time_variant((variant)v, &shapes[i], reps, a, ah, b, bh, c);
+        }
+    }
     printf("\n%-15s %-20s %4s %10s %12s %10s %8s %8s\n", "layer", "M x N x K", "op", "spry f32",
            "openblas f32", "spry bf16", "f32/pk", "bf16/pk");
     for (int i = 0; i < n_shape; i++) {
         const shape *s = &shapes[i];
-        for (int v = 0; v < N_VARIANT; v++) {
-            g[i][v] = time_variant((variant)v, s, reps, a, ah, b, bh, c);
-        }
         char dims[64];
         snprintf(dims, sizeof dims, "%lldx%lldx%lld", (long long)s->M, (long long)s->N,
                  (long long)s->K);
@@ -191,11 +195,19 @@ int main(int argc, char **argv) {
                s->ta ? 't' : 'n', s->tb ? 't' : 'n', g[i][V_SPRY_F32], g[i][V_OPENBLAS_F32],
                g[i][V_SPRY_BF16], peak_f32 > 0 ? 100.0 * g[i][V_SPRY_F32] / peak_f32 : 0.0,
                peak_bf16 > 0 ? 100.0 * g[i][V_SPRY_BF16] / peak_bf16 : 0.0);
-        fflush(stdout);
     }
     printf("(GFLOP/s; f32/pk: spry f32 over the FMA peak, bf16/pk: spry bf16 over the BF16 "
            "peak)\n");
-    printf("(%s: %s)\n\n", variant_name[V_SPRY_BF16], "A and B bf16, f32 accumulation and C");
+    printf("(spry bf16: A and B bf16, f32 accumulation and C)\n");
+    // The peak again: if it moved, another process took cores during the run.
+    if (peak_f32 > 0) {
+        const double again = peak_gflops(0);
+        printf("peak FMA f32 before %.0f, after %.0f GFLOP/s%s\n", peak_f32, again,
+               again < 0.9 * peak_f32 || peak_f32 < 0.9 * again
+                   ? ": WARNING, the machine was busy; numbers are unreliable"
+                   : "");
+    }
+    printf("\n");
 
     for (int i = 0; i < n_shape; i++) {
         const shape *s = &shapes[i];

@@ -66,7 +66,7 @@ int main(int argc, char **argv) {
             tok[i] = (int32_t)(spry_rng_uniform(7, (uint64_t)s, (uint64_t)i) * (float)V);
         spry_ctx_begin(ctx);
         spry_params_zero_grad(&m->params);
-        spry_tensor *l = spry_model_loss(m, ctx, &tokens, NULL);
+        spry_tensor *l = spry_model_loss(m, ctx, &tokens);
         spry_backward(ctx, l);
         if (spry_ctx_status(ctx)) {
             fprintf(stderr, "bench_train: %s\n", spry_last_error());

@@ -75,9 +75,9 @@ void spry_model_init_weights(spry_model *m, uint64_t seed);
 // Logits (B, T, V) for ids I32 (B, T), recording the tape when ctx has gradients on.
 spry_tensor *spry_model_forward(spry_model *m, spry_ctx *ctx, spry_tensor *ids);
 // Mean next-token cross entropy for tokens I32 (B, T+1): inputs tokens[:, :T], targets
-// tokens[:, 1:]. Returns a (1) tensor; *logits_out (optional) receives the logits.
-spry_tensor *spry_model_loss(spry_model *m, spry_ctx *ctx, const spry_tensor *tokens,
-                             spry_tensor **logits_out);
+// tokens[:, 1:]. Returns a (1) tensor. Uses the fused LM head (spry_linear_cross_entropy), so
+// the full logits are never stored; call spry_model_forward for logits.
+spry_tensor *spry_model_loss(spry_model *m, spry_ctx *ctx, const spry_tensor *tokens);
 
 // Loads parameters from a Hugging Face safetensors file (names with or without the
 // "transformer." prefix; f32, bf16 or f16 tensors). Every parameter must be present with its

@@ -126,6 +126,11 @@ spry_tensor *spry_embedding(spry_ctx *ctx, spry_tensor *table, spry_tensor *ids)
 // Fused log-softmax + negative log-likelihood: logits (N, V) or (..., V), targets I32 of the
 // leading shape; targets < 0 are ignored. Returns the mean loss over counted rows, shape (1).
 spry_tensor *spry_cross_entropy(spry_ctx *ctx, spry_tensor *logits, spry_tensor *targets);
+// Fused LM head + cross entropy: CE(x @ w^T, targets) without materializing all logits.
+// x (..., C), w (V, C), targets I32 of x's leading shape (< 0 ignored) -> mean loss (1).
+// Gradients for x and w are computed during the forward (chunk by chunk) and scaled in backward.
+spry_tensor *spry_linear_cross_entropy(spry_ctx *ctx, spry_tensor *x, spry_tensor *w,
+                                       spry_tensor *targets);
 // Inverted dropout with probability p (seeded from ctx->seed and ctx->rng_counter); identity
 // when p == 0 or gradients are off.
 spry_tensor *spry_dropout(spry_ctx *ctx, spry_tensor *x, float p);

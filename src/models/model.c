@@ -171,9 +171,9 @@ void spry_model_init_weights(spry_model *m, uint64_t seed) {
 
 /* ---- forward ------------------------------------------------------------------------------ */
 
-spry_tensor *spry_model_forward(spry_model *m, spry_ctx *ctx, spry_tensor *ids) {
+// Final hidden states (B, T, C) after ln_f.
+static spry_tensor *model_hidden(spry_model *m, spry_ctx *ctx, spry_tensor *ids) {
     const spry_model_config *c = &m->cfg;
-    if (ctx->status) return spry_op_placeholder();
     SPRY_ASSERT(ids->ndim == 2 && ids->dtype == SPRY_DTYPE_I32, "model: ids must be I32 (B, T)");
     int64_t      T = ids->shape[1];
     spry_tensor *x = spry_embedding(ctx, m->wte, ids); // (B, T, C)
@@ -196,15 +196,21 @@ spry_tensor *spry_model_forward(spry_model *m, spry_ctx *ctx, spry_tensor *ids) 
     for (int64_t l = 0; l < c->n_layer; l++)
         x = spry_block_forward(ctx, &m->blocks[l], x, &ap, c->layer_norm_eps, c->dropout, (int)l);
     x = spry_layernorm(ctx, x, m->lnf_w, m->lnf_b, c->layer_norm_eps);
-    spry_tensor *logits = spry_linear(ctx, x, m->wte, NULL); // (B, T, V), tied head
+    spry_tensor_set_name(x, "ln_f");
+    return x;
+}
+
+spry_tensor *spry_model_forward(spry_model *m, spry_ctx *ctx, spry_tensor *ids) {
+    if (ctx->status) return spry_op_placeholder();
+    spry_tensor *logits = spry_linear(ctx, model_hidden(m, ctx, ids), m->wte, NULL); // (B, T, V)
     spry_tensor_set_name(logits, "logits");
     return logits;
 }
 
-spry_tensor *spry_model_loss(spry_model *m, spry_ctx *ctx, const spry_tensor *tokens,
-                             spry_tensor **logits_out) {
+spry_tensor *spry_model_loss(spry_model *m, spry_ctx *ctx, const spry_tensor *tokens) {
     SPRY_ASSERT(tokens->ndim == 2 && tokens->dtype == SPRY_DTYPE_I32 && tokens->shape[1] >= 2,
                 "model: tokens must be I32 (B, T+1)");
+    if (ctx->status) return spry_op_placeholder();
     int64_t      B = tokens->shape[0], T = tokens->shape[1] - 1;
     spry_tensor *ids = spry_new(ctx, SPRY_DTYPE_I32, 2, SPRY_SHAPE(B, T));
     spry_tensor *tgt = spry_new(ctx, SPRY_DTYPE_I32, 2, SPRY_SHAPE(B, T));
@@ -214,9 +220,8 @@ spry_tensor *spry_model_loss(spry_model *m, spry_ctx *ctx, const spry_tensor *to
         memcpy((int32_t *)ids->data + b * T, tok + b * (T + 1), (size_t)T * sizeof(int32_t));
         memcpy((int32_t *)tgt->data + b * T, tok + b * (T + 1) + 1, (size_t)T * sizeof(int32_t));
     }
-    spry_tensor *logits = spry_model_forward(m, ctx, ids);
-    if (logits_out) *logits_out = logits;
-    return spry_cross_entropy(ctx, logits, tgt);
+    // the fused LM head + cross entropy never holds all (B, T, V) logits
+    return spry_linear_cross_entropy(ctx, model_hidden(m, ctx, ids), m->wte, tgt);
 }
 
 /* ---- Hugging Face weights ----------------------------------------------------------------- */

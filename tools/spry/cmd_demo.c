@@ -124,7 +124,7 @@ static void fill_batch(int32_t *tok, int B, int T, uint64_t seed, uint64_t step)
 static float eval_loss(spry_model *m, spry_ctx *ctx, spry_tensor *tokens) {
     bool g = spry_ctx_set_grad(ctx, false);
     spry_ctx_begin(ctx);
-    float l = ((float *)spry_model_loss(m, ctx, tokens, NULL)->data)[0];
+    float l = ((float *)spry_model_loss(m, ctx, tokens)->data)[0];
     spry_ctx_set_grad(ctx, g);
     return l;
 }
@@ -166,7 +166,7 @@ int spry_cmd_demo(int argc, char **argv) {
         fill_batch(tok, o.batch, o.seq, o.seed, (uint64_t)s);
         spry_ctx_begin(ctx);
         spry_params_zero_grad(&m->params);
-        spry_tensor *l = spry_model_loss(m, ctx, &tokens, NULL);
+        spry_tensor *l = spry_model_loss(m, ctx, &tokens);
         spry_backward(ctx, l);
         if (spry_ctx_status(ctx)) {
             fprintf(stderr, "\nspry demo: %s\n", spry_last_error());
