@@ -11,7 +11,7 @@
  * because oneDNN picks its blocking for the thread count current at creation (its own cache does
  * the same). Without oneDNN (or if a primitive cannot be created): f32 goes to cblas_sgemm,
  * bf16 is widened to f32 and goes to cblas_sgemm; the scalar loops are the allocation-free last
- * resort and the reference the other paths are tested against.
+ * resort. tests/test_gemm.c checks all three against a double-precision reference.
  */
 #include "spry/gemm.h"
 
