@@ -6,8 +6,8 @@
  *   (b) backward against central finite differences of the double reference (NMSE over the
  *       checked elements), for every float input;
  *   (c) 1 thread against 2 threads: outputs and gradients bit-identical;
- *   (d) ops that support bf16 matmuls: the bf16 forward and backward against the reference
- *       within bf16 tolerances.
+ *   (d) ops with reduced-precision matmuls (bf16, f16): forward and backward against the
+ *       reference within that precision's tolerance.
  * Adding an op to src/ops/ops.def with test shapes adds it here automatically.
  */
 #include <string.h>
@@ -20,6 +20,7 @@
 #define FWD_NMSE  1e-9
 #define GRAD_NMSE 1e-6
 #define BF16_NMSE 1e-4
+#define F16_NMSE  1e-6
 #define FD_EPS    1e-5
 #define FD_MAX    48 // elements checked per input
 
@@ -147,21 +148,22 @@ static void test_case(const spry_op_def *def, const spry_op_test *t) {
     }
 
     // (d) bf16 path for ops with bf16 matmuls
-    if (def == &spry_opdef_linear) {
+    for (int prec = SPRY_PRECISION_BF16; def == &spry_opdef_linear && prec <= SPRY_PRECISION_F16; prec++) {
         spry_ctx *cb = spry_ctx_init(1 << 20, 2);
-        cb->precision = SPRY_PRECISION_BF16;
+        cb->precision = (spry_precision)prec;
         spry_tensor *sb[SPRY_MAX_SRC] = {0};
         make_inputs(cb, t, sb, 42);
         spry_node    nb;
         spry_tensor *ob = run_fast(cb, def, t, sb, w, &nb);
         double       be = check_nmse(F32(ob), F64(rn.out), (long)n_out);
-        CHECK_MSG(be <= BF16_NMSE && be > 0, "%s: bf16 forward NMSE %.3g", where, be);
+        double ptol = prec == SPRY_PRECISION_BF16 ? BF16_NMSE : F16_NMSE;
+        CHECK_MSG(be <= ptol && be > 0, "%s: precision %d forward NMSE %.3g", where, prec, be);
         for (int i = 0; i < t->n_src; i++) {
             int64_t n  = spry_tensor_numel(s1[i]);
             double *gr = malloc((size_t)n * sizeof *gr);
             for (int64_t j = 0; j < n; j++) gr[j] = F32(s1[i]->grad)[j];
             double ge = check_nmse(F32(sb[i]->grad), gr, (long)n);
-            CHECK_MSG(ge <= BF16_NMSE, "%s: bf16 grad %d NMSE %.3g", where, i, ge);
+            CHECK_MSG(ge <= ptol, "%s: precision %d grad %d NMSE %.3g", where, prec, i, ge);
             free(gr);
         }
         spry_ctx_free(cb);

@@ -170,9 +170,9 @@ static void run_big(spry_params *s, const spry_optim_params *p, int nth) {
     CHECK(spry_optim_init(s, p, &o) == SPRY_OK);
     if (!o) return;
     for (int k = 0; k < 3; k++) {
-        spry_rng_fill_normal(s->grads, s->n_elem, 8, (uint64_t)k, 0.0f, 1e-3f * (float)(k + 1));
+        spry_rng_fill_normal(s->grads, s->n_elem, 8, (uint64_t)k, 0.0f, 2e-3f * (float)(k + 1));
         float norm = spry_clip_grad_norm(s, 1.0f);
-        CHECK(norm > 1.0f); // ~1.7, 3.5, 5.2: clipping is exercised
+        CHECK(norm > 1.0f); // ~2, 4, 6: clipping is exercised
         spry_optim_step(o, p->lr);
     }
     spry_optim_free(o);

@@ -43,9 +43,13 @@ struct spry_node {
 
 // Precision of matrix products (DeepSpeed's "bf16": {"enabled": true}): bf16 inputs with f32
 // accumulation; everything else stays f32.
+// SPRY_PRECISION_F16 (DeepSpeed's "fp16"): matmul inputs and activation gradients are rounded to
+// IEEE half (values beyond 65504 become inf, which dynamic loss scaling detects) and multiplied
+// in f32 -- the CPUs spry targets have no f16 GEMM, so the arithmetic is emulated.
 typedef enum spry_precision {
     SPRY_PRECISION_F32 = 0,
     SPRY_PRECISION_BF16,
+    SPRY_PRECISION_F16,
 } spry_precision;
 
 struct spry_ctx {

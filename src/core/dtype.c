@@ -97,3 +97,7 @@ __attribute__((target_clones("avx512f", "default")))
 void spry_convert_bf16_to_f32(const uint16_t *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = spry_bf16_to_f32(x[i]);
 }
+
+void spry_round_f16(const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = spry_f16_to_f32(spry_f32_to_f16(x[i]));
+}

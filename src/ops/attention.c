@@ -6,17 +6,47 @@
  *   qkv (B, T, 3C) -> out (B, T, C), D = C / H, scale = 1/sqrt(D)
  *   S_ij = scale * q_i . k_j + slope_h * (j - i)   (ALiBi; HF adds slope*j: same softmax)
  *   P = softmax_j(S) over j <= i when causal;  o_i = sum_j P_ij v_j
- * The probabilities P (B, H, T, T) are kept for backward (saved[0]):
- *   dP_ij = do_i . v_j;  dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik)
- *   dq_i = scale sum_j dS_ij k_j;  dk_j += scale dS_ij q_i;  dv_j += P_ij do_i
+ * The probabilities P (B, H, T, T) are kept for backward (saved[0]; zero where masked):
+ *   dP_ij = do_i . v_j;  dS_ij = scale P_ij (dP_ij - sum_k P_ik dP_ik)
+ *   dq_i += sum_j dS_ij k_j;  dk_j += sum_i dS_ij q_i;  dv_j += sum_i P_ij do_i
  * Work splits over (b, h) pairs, which own disjoint slices of every output: no races, and the
  * per-pair arithmetic is the same for any thread count.
+ *
+ * Per pair, every product is a small GEMM C (=|+=) A B with B row-major and A addressed through
+ * two strides, so the A^T products need no copy (attn_gemm_fn: AVX-512 micro-tiles of 6 rows x
+ * 64 columns in 24 zmm accumulators, or a portable loop; chosen at run time). K (forward) or V
+ * (backward) is first transposed into a (D, Tp) scratch, Tp = T rounded up to 16. Rows go in
+ * blocks of ATTN_MR; a causal block's columns stop at its last row's diagonal.
+ *   forward, per query block: S = Q K^T into P's rows, softmax rows in place, O = P V.
+ *   backward, per chunk of ATTN_QB query rows: per block dP = dO V^T into a (QB, Tp) scratch,
+ *   dS in place, dQ += dS K; then, per block of the key rows the chunk reaches, dK += dS^T Q and
+ *   dV += P^T dO.
+ * The scratch is saved[1], (n_threads, attn_scratch_floats), allocated by the constructor.
  */
 #include <math.h>
 #include <stdlib.h>
 
 #include "fastmath.h"
 #include "op_def.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define ATTN_X86 1
+#else
+#define ATTN_X86 0
+#endif
+
+#define ATTN_MR 6              // rows of a micro-tile and of a query / key block
+#define ATTN_NR 64             // columns of a micro-tile
+#define ATTN_QB (ATTN_MR * 43) // backward query chunk (258 rows), a multiple of ATTN_MR
+
+static int64_t attn_tpad(int64_t T) { return (T + 15) / 16 * 16; }
+
+// Scratch floats per thread: the transposed K or V, then the backward's dS chunk.
+static int64_t attn_scratch_floats(int64_t T, int64_t D) {
+    int64_t qb = (T + ATTN_MR - 1) / ATTN_MR * ATTN_MR;
+    return (D + (qb < ATTN_QB ? qb : ATTN_QB)) * attn_tpad(T);
+}
 
 float spry_alibi_slope(int64_t h, int64_t n_head) {
     // closest power of two p <= n_head: slopes 2^(-8 i / p), i = 1..p; the remaining heads take
@@ -36,10 +66,13 @@ spry_tensor *spry_attention(spry_ctx *ctx, spry_tensor *qkv, spry_attn_params p)
     int64_t      B = qkv->shape[0], T = qkv->shape[1], C = qkv->shape[2] / 3;
     spry_tensor *out   = spry_new(ctx, SPRY_DTYPE_F32, 3, SPRY_SHAPE(B, T, C));
     spry_tensor *probs = spry_new(ctx, SPRY_DTYPE_F32, 4, SPRY_SHAPE(B, p.n_head, T, T));
+    int64_t      nth   = ctx->n_threads > 1 ? ctx->n_threads : 1;
+    spry_tensor *scr   = spry_new(ctx, SPRY_DTYPE_F32, 2,
+                                  SPRY_SHAPE(nth, attn_scratch_floats(T, C / p.n_head)));
     if (ctx->status) return out;
     spry_op_apply(ctx, SPRY_OP_ATTENTION, &qkv, 1, out,
                   (int64_t[SPRY_MAX_PARAMS]){p.n_head, p.causal, p.alibi, p.layout}, NULL,
-                  (spry_tensor *[SPRY_MAX_SAVED]){probs});
+                  (spry_tensor *[SPRY_MAX_SAVED]){probs, scr});
     return out;
 }
 
@@ -65,46 +98,156 @@ static attn_geom geom(const spry_node *n) {
     return g;
 }
 
-static inline float dotf(const float *a, const float *b, int64_t n) {
-    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
+// C[r * ldc + c] (= or, with acc, +=) sum_k A[r * sr + k * sk] B[k * ldb + c], r < M, c < N.
+typedef void (*attn_gemm_fn)(int64_t M, int64_t N, int64_t K, const float *A, int64_t sr,
+                             int64_t sk, const float *B, int64_t ldb, float *C, int64_t ldc,
+                             bool acc);
+
+__attribute__((target_clones("avx2", "default")))
+static void gemm_portable(int64_t M, int64_t N, int64_t K, const float *A, int64_t sr, int64_t sk,
+                          const float *B, int64_t ldb, float *C, int64_t ldc, bool acc) {
+    float t[ATTN_NR];
+    for (int64_t r = 0; r < M; r++)
+        for (int64_t c0 = 0; c0 < N; c0 += ATTN_NR) {
+            int64_t nn = N - c0 < ATTN_NR ? N - c0 : ATTN_NR;
+            for (int64_t c = 0; c < nn; c++) t[c] = 0.0f;
+            for (int64_t k = 0; k < K; k++) {
+                float        a = A[r * sr + k * sk];
+                const float *b = B + k * ldb + c0;
+                for (int64_t c = 0; c < nn; c++) t[c] += a * b[c];
+            }
+            float *cr = C + r * ldc + c0;
+            if (acc)
+                for (int64_t c = 0; c < nn; c++) cr[c] += t[c];
+            else
+                for (int64_t c = 0; c < nn; c++) cr[c] = t[c];
+        }
+}
+
+#if ATTN_X86
+// One m x (16 nv) tile, m <= ATTN_MR, nv <= 4; lm masks the last vector's columns. Inlined with
+// constant m and nv, the accumulators live in registers.
+__attribute__((target("avx512f"), always_inline)) static inline void
+tile_avx512(int m, int nv, __mmask16 lm, int64_t K, const float *A, int64_t sr, int64_t sk,
+            const float *B, int64_t ldb, float *C, int64_t ldc, bool acc) {
+    __m512 c[ATTN_MR][4], b[4];
+#pragma GCC unroll 8
+    for (int r = 0; r < m; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++) c[r][v] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k++) {
+        const float *bk = B + k * ldb, *ak = A + k * sk;
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++)
+            b[v] = v == nv - 1 ? _mm512_maskz_loadu_ps(lm, bk + 16 * v) : _mm512_loadu_ps(bk + 16 * v);
+#pragma GCC unroll 8
+        for (int r = 0; r < m; r++) {
+            __m512 a = _mm512_set1_ps(ak[r * sr]);
+#pragma GCC unroll 4
+            for (int v = 0; v < nv; v++) c[r][v] = _mm512_fmadd_ps(a, b[v], c[r][v]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < m; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++) {
+            float    *cp = C + r * ldc + 16 * v;
+            __mmask16 mk = v == nv - 1 ? lm : (__mmask16)0xFFFF;
+            __m512    x  = c[r][v];
+            if (acc) x = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, cp), x);
+            _mm512_mask_storeu_ps(cp, mk, x);
+        }
+}
+
+__attribute__((target("avx512f")))
+static void gemm_avx512(int64_t M, int64_t N, int64_t K, const float *A, int64_t sr, int64_t sk,
+                        const float *B, int64_t ldb, float *C, int64_t ldc, bool acc) {
+    for (int64_t r0 = 0; r0 < M; r0 += ATTN_MR) {
+        int m = M - r0 < ATTN_MR ? (int)(M - r0) : ATTN_MR;
+        for (int64_t c0 = 0; c0 < N; c0 += ATTN_NR) {
+            int          nn = N - c0 < ATTN_NR ? (int)(N - c0) : ATTN_NR, nv = (nn + 15) / 16;
+            __mmask16    lm = (__mmask16)(0xFFFFu >> (16 * nv - nn));
+            const float *a = A + r0 * sr, *b = B + c0;
+            float       *c = C + r0 * ldc + c0;
+#define ATTN_T(mm, vv)                                                                             \
+    case (mm) * 4 + (vv) - 1: tile_avx512(mm, vv, lm, K, a, sr, sk, b, ldb, c, ldc, acc); break;
+#define ATTN_TROW(mm) ATTN_T(mm, 1) ATTN_T(mm, 2) ATTN_T(mm, 3) ATTN_T(mm, 4)
+            switch (m * 4 + nv - 1) {
+                ATTN_TROW(1) ATTN_TROW(2) ATTN_TROW(3) ATTN_TROW(4) ATTN_TROW(5) ATTN_TROW(6)
+            default: break;
+            }
+#undef ATTN_TROW
+#undef ATTN_T
+        }
+    }
+}
+#endif
+
+static attn_gemm_fn attn_pick_gemm(void) {
+#if ATTN_X86 && !defined(ATTN_FORCE_PORTABLE)
+    if (__builtin_cpu_supports("avx512f")) return gemm_avx512;
+#endif
+    return gemm_portable;
+}
+
+// dst[d * ld + j] = src[j * row + d] for j < T, d < D.
+static void attn_transpose(const float *src, int64_t row, int64_t T, int64_t D, float *dst, int64_t ld) {
+    for (int64_t j0 = 0; j0 < T; j0 += 16) {
+        int64_t j1 = j0 + 16 < T ? j0 + 16 : T;
+        for (int64_t j = j0; j < j1; j++)
+            for (int64_t d = 0; d < D; d++) dst[d * ld + j] = src[j * row + d];
+    }
+}
+
+// Row i of S in place -> row of P: s = scale * s + slope * (j - i) for j < jend, softmax over
+// those, zeros in [jend, T).
+__attribute__((target_clones("avx512f", "default")))
+static void attn_softmax_row(float *p, int64_t i, int64_t jend, int64_t T, float scale, float slope) {
+    float m = -INFINITY;
+    for (int64_t j = 0; j < jend; j++) {
+        float s = scale * p[j] + slope * (float)(j - i);
+        p[j]    = s;
+        m       = s > m ? s : m;
+    }
+    float sum = 0.0f;
+    for (int64_t j = 0; j < jend; j++) {
+        p[j] = spry_expf(p[j] - m);
+        sum += p[j];
+    }
+    float inv = 1.0f / sum;
+    for (int64_t j = 0; j < jend; j++) p[j] *= inv;
+    for (int64_t j = jend; j < T; j++) p[j] = 0.0f;
+}
+
+// dP row in place -> dS row: scale * P (dP - sum_k P dP) for j < jend, zeros in [jend, jn).
+__attribute__((target_clones("avx512f", "default")))
+static void attn_dsoftmax_row(const float *p, float *ds, int64_t jend, int64_t jn, float scale) {
+    float dot = 0.0f;
+    for (int64_t j = 0; j < jend; j++) dot += p[j] * ds[j];
+    for (int64_t j = 0; j < jend; j++) ds[j] = scale * p[j] * (ds[j] - dot);
+    for (int64_t j = jend; j < jn; j++) ds[j] = 0.0f;
 }
 
 static void attn_fwd(const spry_node *n, int ith, int nth) {
     attn_geom g = geom(n);
-    int64_t   lo, hi, row = 3 * g.C;
+    int64_t   lo, hi, row = 3 * g.C, T = g.T, D = g.D, Tp = attn_tpad(T);
     spry_split(g.B * g.H, ith, nth, &lo, &hi);
+    attn_gemm_fn gemm = attn_pick_gemm();
+    float       *kt   = F32(n->saved[1]) + ith * n->saved[1]->shape[1];
     for (int64_t bh = lo; bh < hi; bh++) {
         int64_t      b = bh / g.H, h = bh % g.H;
-        const float *base  = F32(n->src[0]) + b * g.T * row + h * g.head_step;
+        const float *base  = F32(n->src[0]) + b * T * row + h * g.head_step;
+        const float *q = base + g.q_off, *k = base + g.k_off, *v = base + g.v_off;
+        float       *P     = F32(n->saved[0]) + bh * T * T;
+        float       *o     = F32(n->out) + b * T * g.C + h * D;
         float        slope = g.alibi ? spry_alibi_slope(h, g.H) : 0.0f;
-        for (int64_t i = 0; i < g.T; i++) {
-            float       *P    = F32(n->saved[0]) + (bh * g.T + i) * g.T;
-            const float *q    = base + i * row + g.q_off;
-            int64_t      jend = g.causal ? i + 1 : g.T;
-            float        m    = -INFINITY;
-            for (int64_t j = 0; j < jend; j++) {
-                P[j] = g.scale * dotf(q, base + j * row + g.k_off, g.D) + slope * (float)(j - i);
-                m    = P[j] > m ? P[j] : m;
-            }
-            float s = 0.0f;
-            for (int64_t j = 0; j < jend; j++) {
-                P[j] = spry_expf(P[j] - m);
-                s += P[j];
-            }
-            float inv = 1.0f / s;
-            for (int64_t j = 0; j < jend; j++) P[j] *= inv;
-            for (int64_t j = jend; j < g.T; j++) P[j] = 0.0f;
-            float *o = F32(n->out) + (b * g.T + i) * g.C + h * g.D;
-            for (int64_t d = 0; d < g.D; d++) o[d] = 0.0f;
-            for (int64_t j = 0; j < jend; j++) {
-                const float *v = base + j * row + g.v_off;
-                float        p = P[j];
-#pragma omp simd
-                for (int64_t d = 0; d < g.D; d++) o[d] += p * v[d];
-            }
+        attn_transpose(k, row, T, D, kt, Tp);
+        for (int64_t i0 = 0; i0 < T; i0 += ATTN_MR) {
+            int64_t m = T - i0 < ATTN_MR ? T - i0 : ATTN_MR, jn = g.causal ? i0 + m : T;
+            gemm(m, jn, D, q + i0 * row, row, 1, kt, Tp, P + i0 * T, T, false);
+            for (int64_t i = i0; i < i0 + m; i++)
+                attn_softmax_row(P + i * T, i, g.causal ? i + 1 : T, T, g.scale, slope);
+            gemm(m, D, jn, P + i0 * T, T, 1, v, row, o + i0 * g.C, g.C, false);
         }
     }
 }
@@ -112,34 +255,37 @@ static void attn_fwd(const spry_node *n, int ith, int nth) {
 static void attn_bwd(const spry_node *n, int ith, int nth) {
     if (!spry_needs_grad(n->src[0])) return;
     attn_geom g = geom(n);
-    int64_t   lo, hi, row = 3 * g.C;
+    int64_t   lo, hi, row = 3 * g.C, T = g.T, D = g.D, Tp = attn_tpad(T);
     spry_split(g.B * g.H, ith, nth, &lo, &hi);
+    attn_gemm_fn gemm = attn_pick_gemm();
+    float       *vt   = F32(n->saved[1]) + ith * n->saved[1]->shape[1], *ds = vt + D * Tp;
     for (int64_t bh = lo; bh < hi; bh++) {
         int64_t      b = bh / g.H, h = bh % g.H;
-        const float *base  = F32(n->src[0]) + b * g.T * row + h * g.head_step;
-        float       *dbase = F32(n->src[0]->grad) + b * g.T * row + h * g.head_step;
-        for (int64_t i = 0; i < g.T; i++) {
-            const float *P    = F32(n->saved[0]) + (bh * g.T + i) * g.T;
-            const float *dO   = F32(n->out->grad) + (b * g.T + i) * g.C + h * g.D;
-            const float *q    = base + i * row + g.q_off;
-            float       *dq   = dbase + i * row + g.q_off;
-            int64_t      jend = g.causal ? i + 1 : g.T;
-            // dP_ij and the row's sum_k P_ik dP_ik
-            float dotsum = 0.0f;
-            for (int64_t j = 0; j < jend; j++) dotsum += P[j] * dotf(dO, base + j * row + g.v_off, g.D);
-            for (int64_t j = 0; j < jend; j++) {
-                const float *k  = base + j * row + g.k_off;
-                const float *v  = base + j * row + g.v_off;
-                float       *dk = dbase + j * row + g.k_off;
-                float       *dv = dbase + j * row + g.v_off;
-                float        pj = P[j];
-                float        ds = pj * (dotf(dO, v, g.D) - dotsum) * g.scale;
-#pragma omp simd
-                for (int64_t d = 0; d < g.D; d++) {
-                    dq[d] += ds * k[d];
-                    dk[d] += ds * q[d];
-                    dv[d] += pj * dO[d];
-                }
+        const float *base  = F32(n->src[0]) + b * T * row + h * g.head_step;
+        const float *q = base + g.q_off, *k = base + g.k_off, *v = base + g.v_off;
+        float       *dbase = F32(n->src[0]->grad) + b * T * row + h * g.head_step;
+        float       *dq = dbase + g.q_off, *dk = dbase + g.k_off, *dv = dbase + g.v_off;
+        const float *P  = F32(n->saved[0]) + bh * T * T;
+        const float *dO = F32(n->out->grad) + b * T * g.C + h * D;
+        attn_transpose(v, row, T, D, vt, Tp);
+        for (int64_t c0 = 0; c0 < T; c0 += ATTN_QB) {
+            int64_t c1 = T - c0 < ATTN_QB ? T : c0 + ATTN_QB;
+            for (int64_t i0 = c0; i0 < c1; i0 += ATTN_MR) {
+                int64_t m = c1 - i0 < ATTN_MR ? c1 - i0 : ATTN_MR, jn = g.causal ? i0 + m : T;
+                float  *dsr = ds + (i0 - c0) * Tp;
+                gemm(m, jn, D, dO + i0 * g.C, g.C, 1, vt, Tp, dsr, Tp, false);
+                for (int64_t i = i0; i < i0 + m; i++)
+                    attn_dsoftmax_row(P + i * T, dsr + (i - i0) * Tp, g.causal ? i + 1 : T, jn, g.scale);
+                gemm(m, D, jn, dsr, Tp, 1, k, row, dq + i0 * row, row, true);
+            }
+            // key rows j see queries i >= j (causal): blocks are ATTN_MR-aligned, so the rows
+            // of dS and P read here are written (zero above the diagonal) up to the block's end
+            int64_t jmax = g.causal ? c1 : T;
+            for (int64_t j0 = 0; j0 < jmax; j0 += ATTN_MR) {
+                int64_t m = jmax - j0 < ATTN_MR ? jmax - j0 : ATTN_MR;
+                int64_t ks = g.causal && j0 > c0 ? j0 : c0;
+                gemm(m, D, c1 - ks, ds + (ks - c0) * Tp + j0, 1, Tp, q + ks * row, row, dk + j0 * row, row, true);
+                gemm(m, D, c1 - ks, P + ks * T + j0, 1, T, dO + ks * g.C, g.C, dv + j0 * row, row, true);
             }
         }
     }

@@ -139,14 +139,18 @@ static void lce_fwd(const spry_node *n, int ith, int nth) {
 }
 
 static void lce_bwd(const spry_node *n, int ith, int nth) {
-    float g = F32(n->out->grad)[0];
+    float g    = F32(n->out->grad)[0];
+    bool  half = n->ctx->precision == SPRY_PRECISION_F16; // the scaled activation gradient in f16
     for (int i = 0; i < 2; i++) {
         if (!spry_needs_grad(n->src[i]) || !n->saved[i]) continue;
         float       *d = F32(n->src[i]->grad);
         const float *s = F32(n->saved[i]);
         int64_t      lo, hi;
         spry_split(spry_tensor_numel(n->src[i]), ith, nth, &lo, &hi);
-        for (int64_t k = lo; k < hi; k++) d[k] += g * s[k];
+        if (half && i == 0)
+            for (int64_t k = lo; k < hi; k++) d[k] += spry_f16_to_f32(spry_f32_to_f16(g * s[k]));
+        else
+            for (int64_t k = lo; k < hi; k++) d[k] += g * s[k];
     }
 }
 

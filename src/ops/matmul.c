@@ -131,6 +131,9 @@ spry_tensor *spry_linear(spry_ctx *ctx, spry_tensor *x, spry_tensor *w, spry_ten
     if (ctx->precision == SPRY_PRECISION_BF16) {
         saved[0] = spry_new(ctx, SPRY_DTYPE_BF16, x->ndim, x->shape);
         saved[1] = spry_new(ctx, SPRY_DTYPE_BF16, 2, w->shape);
+    } else if (ctx->precision == SPRY_PRECISION_F16) { // f16-rounded copies, kept in f32
+        saved[0] = spry_new(ctx, SPRY_DTYPE_F32, x->ndim, x->shape);
+        saved[1] = spry_new(ctx, SPRY_DTYPE_F32, 2, w->shape);
     }
     if (ctx->status) return out;
     spry_op_apply(ctx, SPRY_OP_LINEAR, (spry_tensor *[]){x, w, bias}, bias ? 3 : 2, out, NULL,
@@ -143,6 +146,14 @@ static void convert_bf16(const float *x, uint16_t *y, int64_t n, int nth) {
     for (int64_t c = 0; c < (n + 65535) / 65536; c++) {
         int64_t lo = c * 65536, len = n - lo < 65536 ? n - lo : 65536;
         spry_convert_f32_to_bf16(x + lo, y + lo, len);
+    }
+}
+
+static void round_f16(const float *x, float *y, int64_t n, int nth) {
+#pragma omp parallel for num_threads(nth) schedule(static)
+    for (int64_t c = 0; c < (n + 65535) / 65536; c++) {
+        int64_t lo = c * 65536, len = n - lo < 65536 ? n - lo : 65536;
+        spry_round_f16(x + lo, y + lo, len);
     }
 }
 
@@ -161,7 +172,12 @@ static void linear_fwd(const spry_node *n, int ith, int nth) {
             for (int64_t j = 0; j < out; j++) y[r * out + j] = b[j];
         beta = 1.0f;
     }
-    if (n->saved[0]) {
+    if (n->saved[0] && n->saved[0]->dtype == SPRY_DTYPE_F32) { // f16 emulation
+        round_f16(F32(x), F32(n->saved[0]), N * in, T);
+        round_f16(F32(w), F32(n->saved[1]), out * in, T);
+        spry_gemm_f32(false, true, N, out, in, 1.0f, F32(n->saved[0]), in, F32(n->saved[1]), in,
+                      beta, y, out);
+    } else if (n->saved[0]) {
         convert_bf16(F32(x), n->saved[0]->data, N * in, T);
         convert_bf16(F32(w), n->saved[1]->data, out * in, T);
         spry_gemm_bf16(false, true, N, out, in, 1.0f, n->saved[0]->data, in, n->saved[1]->data, in,
@@ -178,7 +194,17 @@ static void linear_bwd(const spry_node *n, int ith, int nth) {
     spry_tensor *x = n->src[0], *w = n->src[1];
     int64_t      in = w->shape[1], out = w->shape[0], N = spry_tensor_numel(x) / in;
     const float *g  = F32(n->out->grad);
-    if (n->saved[0]) {
+    if (n->saved[0] && n->saved[0]->dtype == SPRY_DTYPE_F32) { // f16 emulation
+        spry_tensor *gh = spry_new(n->ctx, SPRY_DTYPE_F32, 2, SPRY_SHAPE(N, out));
+        if (n->ctx->status) return;
+        round_f16(g, F32(gh), N * out, T);
+        if (spry_needs_grad(x))
+            spry_gemm_f32(false, false, N, in, out, 1.0f, F32(gh), out, F32(n->saved[1]), in, 1.0f,
+                          F32(x->grad), in);
+        if (spry_needs_grad(w))
+            spry_gemm_f32(true, false, out, in, N, 1.0f, F32(gh), out, F32(n->saved[0]), in, 1.0f,
+                          F32(w->grad), in);
+    } else if (n->saved[0]) {
         spry_tensor *gb = spry_new(n->ctx, SPRY_DTYPE_BF16, 2, SPRY_SHAPE(N, out));
         if (n->ctx->status) return;
         convert_bf16(g, gb->data, N * out, T);

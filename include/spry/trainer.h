@@ -1,0 +1,113 @@
+/*
+ * trainer.h -- the training loop (STYLE.md section 7), driven by a DeepSpeed config.
+ *
+ *   for each optimizer step:
+ *     for each micro-batch (gradient_accumulation_steps of them):
+ *       source.next -> batch                 hooks: on_batch
+ *       ctx.begin; fwd opts                  hooks: on_forward
+ *       loss terms = [task loss]             hooks: on_loss
+ *       backward(sum(terms) * loss_scale / accumulation)
+ *     fp16: unscale, skip the step on inf/NaN (dynamic loss scaling)
+ *     clip(gradient_clipping); optimizer.step(lr = schedule(step - 1))   (DeepSpeed's timing)
+ *                                            hooks: on_step_end
+ * Checkpoints (spry_trainer_save) hold the model (safetensors + config.json), the optimizer
+ * state, the step/sample/token counters, the RNG counter, the data source's position and the
+ * loss scaler, written to a temporary directory that is renamed into place before the `latest`
+ * pointer (itself written to a temporary name and renamed) moves to it: a run killed at any
+ * moment leaves the previous checkpoint loadable, and a resumed run reproduces the loss sequence
+ * of an uninterrupted one exactly.
+ * The trainer names no technique: techniques register hooks (spry_trainer_add_technique).
+ */
+#ifndef SPRY_TRAINER_H
+#define SPRY_TRAINER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "spry/ds_config.h"
+#include "spry/loss_scale.h"
+#include "spry/model.h"
+#include "spry/ops.h"
+#include "spry/optim.h"
+
+typedef struct spry_trainer spry_trainer;
+
+// Where batches come from. next fills tokens I32 (B, T+1); state/set_state save and restore the
+// position as up to 8 integers (for checkpoints). Any callback returning non-OK stops training.
+typedef struct spry_batch_source {
+    void *self;
+    spry_status (*next)(void *self, int32_t *tokens, int64_t B, int64_t T1);
+    int (*get_state)(void *self, int64_t state[8]);   // returns how many values it wrote
+    spry_status (*set_state)(void *self, const int64_t *state, int n);
+} spry_batch_source;
+
+typedef struct spry_batch {
+    spry_tensor *tokens;     // I32 (B, T+1)
+    int64_t      step;       // optimizer step this micro-batch belongs to
+    double       difficulty; // set by curriculum-style hooks (0 = none)
+} spry_batch;
+
+// Per-step forward options that on_forward hooks may change (token routes and weight transforms
+// join here with the techniques that need them).
+typedef struct spry_fwd_opts {
+    spry_precision precision; // matmul precision of this step (from the config's bf16/fp16)
+} spry_fwd_opts;
+
+#define SPRY_MAX_LOSS_TERMS 8
+typedef struct spry_loss_terms {
+    spry_tensor *t[SPRY_MAX_LOSS_TERMS]; // each a (1) tensor
+    float        weight[SPRY_MAX_LOSS_TERMS];
+    const char  *name[SPRY_MAX_LOSS_TERMS];
+    int          n;
+} spry_loss_terms;
+
+// A technique: any hook may be NULL; hooks run in registration order.
+typedef struct spry_technique_vt {
+    const char *name;
+    void (*on_batch)(void *st, spry_trainer *tr, spry_batch *b);
+    void (*on_forward)(void *st, spry_trainer *tr, spry_fwd_opts *fwd);
+    void (*on_loss)(void *st, spry_trainer *tr, spry_loss_terms *terms);
+    void (*on_step_end)(void *st, spry_trainer *tr);
+    void (*free)(void *st);
+} spry_technique_vt;
+
+typedef struct spry_trainer_params {
+    const char *out_dir;       // checkpoints and metrics ("runs/train")
+    int64_t     n_steps;       // optimizer steps in total (1000)
+    int64_t     seq_len;       // T (the model's context by default)
+    int64_t     save_every;    // checkpoint every N steps; 0: only at the end (0)
+    int         n_threads;     // 0: all cores
+    int         progress;      // -1 auto (a terminal gets a progress line), 0 log lines, 1 line
+    const char *tokenizer;     // tokenizer.json copied into checkpoints (NULL: none)
+    int64_t     stop_after;    // stop (without a final save) after this many steps; 0 = off (tests)
+} spry_trainer_params;
+
+spry_trainer_params spry_trainer_params_default(void);
+
+// Creates a trainer for model m (not owned) with config cfg (copied; its JSON tree stays owned
+// by the caller) and a batch source. Errors: SPRY_ERR_CONFIG (e.g. seq_len > n_positions),
+// SPRY_ERR_IO (out_dir), SPRY_ERR_NOMEM. *out is NULL on error.
+spry_status spry_trainer_init(spry_model *m, const spry_ds_config *cfg, spry_batch_source src,
+                              const spry_trainer_params *p, spry_trainer **out);
+void        spry_trainer_free(spry_trainer *tr);
+// Registers a technique (the trainer owns state from then on and calls vt->free on it).
+spry_status spry_trainer_add_technique(spry_trainer *tr, const spry_technique_vt *vt, void *state);
+
+// One optimizer step. *loss is the mean task loss over the micro-batches; *skipped is true when
+// fp16 overflow skipped the update. Returns the first error (the model is unchanged then).
+spry_status spry_trainer_step(spry_trainer *tr, float *loss, bool *skipped);
+// Runs until n_steps (resuming from the current step), printing progress, writing metrics and
+// checkpoints as configured, and saving at the end.
+spry_status spry_trainer_run(spry_trainer *tr);
+// Writes a checkpoint <out_dir>/step_<N> and points <out_dir>/latest at it.
+spry_status spry_trainer_save(spry_trainer *tr);
+// Restores the checkpoint <out_dir>/latest (or dir if non-NULL). SPRY_ERR_NOT_FOUND if none.
+spry_status spry_trainer_resume(spry_trainer *tr, const char *dir);
+
+// Read-only accessors for hooks and tools.
+int64_t     spry_trainer_step_index(const spry_trainer *tr);
+double      spry_trainer_lr(const spry_trainer *tr);
+spry_model *spry_trainer_model(spry_trainer *tr);
+spry_ctx   *spry_trainer_ctx(spry_trainer *tr);
+
+#endif
