@@ -183,33 +183,27 @@ static void gemm_avx512(int64_t M, int64_t N, int64_t K, const float *A, int64_t
 }
 #endif
 
-static attn_gemm_fn attn_pick_gemm(void) {
-#if ATTN_X86 && !defined(ATTN_FORCE_PORTABLE)
-    if (__builtin_cpu_supports("avx512f")) return gemm_avx512;
-#endif
-    return gemm_portable;
-}
-
 // dst[d * ld + j] = src[j * row + d] for j < T, d < D.
-static void attn_transpose(const float *src, int64_t row, int64_t T, int64_t D, float *dst, int64_t ld) {
+static void transpose_portable(const float *src, int64_t row, int64_t T, int64_t D, float *dst,
+                               int64_t ld) {
     for (int64_t j0 = 0; j0 < T; j0 += 16) {
         int64_t j1 = j0 + 16 < T ? j0 + 16 : T;
-        for (int64_t j = j0; j < j1; j++)
-            for (int64_t d = 0; d < D; d++) dst[d * ld + j] = src[j * row + d];
+        for (int64_t d = 0; d < D; d++)
+            for (int64_t j = j0; j < j1; j++) dst[d * ld + j] = src[j * row + d];
     }
 }
 
 // Row i of S in place -> row of P: s = scale * s + slope * (j - i) for j < jend, softmax over
 // those, zeros in [jend, T).
-__attribute__((target_clones("avx512f", "default")))
-static void attn_softmax_row(float *p, int64_t i, int64_t jend, int64_t T, float scale, float slope) {
-    float m = -INFINITY;
+__attribute__((target_clones("avx2", "default")))
+static void softmax_row_portable(float *p, int64_t i, int64_t jend, int64_t T, float scale, float slope) {
+    float m = -INFINITY, sum = 0.0f;
+#pragma omp simd reduction(max : m)
     for (int64_t j = 0; j < jend; j++) {
-        float s = scale * p[j] + slope * (float)(j - i);
-        p[j]    = s;
-        m       = s > m ? s : m;
+        p[j] = scale * p[j] + slope * (float)(j - i);
+        m    = p[j] > m ? p[j] : m;
     }
-    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
     for (int64_t j = 0; j < jend; j++) {
         p[j] = spry_expf(p[j] - m);
         sum += p[j];
@@ -220,19 +214,139 @@ static void attn_softmax_row(float *p, int64_t i, int64_t jend, int64_t T, float
 }
 
 // dP row in place -> dS row: scale * P (dP - sum_k P dP) for j < jend, zeros in [jend, jn).
-__attribute__((target_clones("avx512f", "default")))
-static void attn_dsoftmax_row(const float *p, float *ds, int64_t jend, int64_t jn, float scale) {
+__attribute__((target_clones("avx2", "default")))
+static void dsoftmax_row_portable(const float *p, float *ds, int64_t jend, int64_t jn, float scale) {
     float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
     for (int64_t j = 0; j < jend; j++) dot += p[j] * ds[j];
     for (int64_t j = 0; j < jend; j++) ds[j] = scale * p[j] * (ds[j] - dot);
     for (int64_t j = jend; j < jn; j++) ds[j] = 0.0f;
+}
+
+#if ATTN_X86
+#define ATTN_AVX512 __attribute__((target("avx512f")))
+
+// spry_expf, 16 lanes (2^n by scalef)
+ATTN_AVX512 static inline __m512 exp_avx512(__m512 x) {
+    x        = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.7f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r        = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+    p        = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p        = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p        = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p        = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p        = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p        = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+static inline __mmask16 attn_mask(int64_t n) { // the first n lanes, n clamped to [0, 16]
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
+}
+
+ATTN_AVX512 static void softmax_row_avx512(float *p, int64_t i, int64_t jend, int64_t T, float scale,
+                                           float slope) {
+    const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    __m512       vm = _mm512_set1_ps(-INFINITY), vs = _mm512_setzero_ps();
+    __m512       vsc = _mm512_set1_ps(scale), vsl = _mm512_set1_ps(slope);
+    for (int64_t j = 0; j < jend; j += 16) {
+        __mmask16 mk = attn_mask(jend - j);
+        __m512    dj = _mm512_add_ps(iota, _mm512_set1_ps((float)(j - i)));
+        __m512    s  = _mm512_fmadd_ps(vsc, _mm512_maskz_loadu_ps(mk, p + j), _mm512_mul_ps(vsl, dj));
+        _mm512_mask_storeu_ps(p + j, mk, s);
+        vm = _mm512_mask_max_ps(vm, mk, vm, s);
+    }
+    __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(vm));
+    for (int64_t j = 0; j < jend; j += 16) {
+        __mmask16 mk = attn_mask(jend - j);
+        __m512    e  = exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, p + j), m));
+        _mm512_mask_storeu_ps(p + j, mk, e);
+        vs = _mm512_mask_add_ps(vs, mk, vs, e);
+    }
+    __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vs));
+    for (int64_t j = 0; j < T; j += 16) {
+        __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(attn_mask(jend - j), p + j), inv);
+        _mm512_mask_storeu_ps(p + j, attn_mask(T - j), x);
+    }
+}
+
+ATTN_AVX512 static void dsoftmax_row_avx512(const float *p, float *ds, int64_t jend, int64_t jn,
+                                            float scale) {
+    __m512 vd = _mm512_setzero_ps();
+    for (int64_t j = 0; j < jend; j += 16) {
+        __mmask16 mk = attn_mask(jend - j);
+        vd = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, p + j), _mm512_maskz_loadu_ps(mk, ds + j), vd);
+    }
+    __m512 dot = _mm512_set1_ps(_mm512_reduce_add_ps(vd)), vsc = _mm512_set1_ps(scale);
+    for (int64_t j = 0; j < jn; j += 16) {
+        __mmask16 mk = attn_mask(jend - j);
+        __m512    pv = _mm512_mul_ps(vsc, _mm512_maskz_loadu_ps(mk, p + j));
+        __m512    x  = _mm512_mul_ps(pv, _mm512_sub_ps(_mm512_maskz_loadu_ps(mk, ds + j), dot));
+        _mm512_mask_storeu_ps(ds + j, attn_mask(jn - j), x);
+    }
+}
+
+// 16 x 16 blocks: rows of src loaded (masked), transposed in registers, stored (masked).
+ATTN_AVX512 static void transpose_avx512(const float *src, int64_t row, int64_t T, int64_t D,
+                                         float *dst, int64_t ld) {
+    for (int64_t j0 = 0; j0 < T; j0 += 16) {
+        int64_t   nj = T - j0 < 16 ? T - j0 : 16;
+        __mmask16 mj = attn_mask(nj);
+        for (int64_t d0 = 0; d0 < D; d0 += 16) {
+            int64_t   nd = D - d0 < 16 ? D - d0 : 16;
+            __mmask16 md = attn_mask(nd);
+            __m512    r[16], t[16];
+            for (int a = 0; a < 16; a++)
+                r[a] = a < nj ? _mm512_maskz_loadu_ps(md, src + (j0 + a) * row + d0) : _mm512_setzero_ps();
+            for (int a = 0; a < 16; a += 2) {
+                t[a]     = _mm512_unpacklo_ps(r[a], r[a + 1]);
+                t[a + 1] = _mm512_unpackhi_ps(r[a], r[a + 1]);
+            }
+            for (int a = 0; a < 16; a += 4) { // r[a + k]: per 128-bit lane L, column 4L + k of rows a..a+3
+                r[a]     = _mm512_shuffle_ps(t[a], t[a + 2], 0x44);
+                r[a + 1] = _mm512_shuffle_ps(t[a], t[a + 2], 0xEE);
+                r[a + 2] = _mm512_shuffle_ps(t[a + 1], t[a + 3], 0x44);
+                r[a + 3] = _mm512_shuffle_ps(t[a + 1], t[a + 3], 0xEE);
+            }
+            for (int k = 0; k < 4; k++) {
+                __m512 v  = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88);
+                __m512 w  = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xDD);
+                __m512 v2 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88);
+                __m512 w2 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xDD);
+                t[k]      = _mm512_shuffle_f32x4(v, v2, 0x88);
+                t[8 + k]  = _mm512_shuffle_f32x4(v, v2, 0xDD);
+                t[4 + k]  = _mm512_shuffle_f32x4(w, w2, 0x88);
+                t[12 + k] = _mm512_shuffle_f32x4(w, w2, 0xDD);
+            }
+            for (int a = 0; a < nd; a++) _mm512_mask_storeu_ps(dst + (d0 + a) * ld + j0, mj, t[a]);
+        }
+    }
+}
+#endif
+
+typedef struct attn_kernels {
+    attn_gemm_fn gemm;
+    void (*transpose)(const float *src, int64_t row, int64_t T, int64_t D, float *dst, int64_t ld);
+    void (*softmax_row)(float *p, int64_t i, int64_t jend, int64_t T, float scale, float slope);
+    void (*dsoftmax_row)(const float *p, float *ds, int64_t jend, int64_t jn, float scale);
+} attn_kernels;
+
+static attn_kernels attn_pick(void) {
+#if ATTN_X86 && !defined(ATTN_FORCE_PORTABLE)
+    if (__builtin_cpu_supports("avx512f"))
+        return (attn_kernels){gemm_avx512, transpose_avx512, softmax_row_avx512, dsoftmax_row_avx512};
+#endif
+    return (attn_kernels){gemm_portable, transpose_portable, softmax_row_portable, dsoftmax_row_portable};
 }
 
 static void attn_fwd(const spry_node *n, int ith, int nth) {
     attn_geom g = geom(n);
     int64_t   lo, hi, row = 3 * g.C, T = g.T, D = g.D, Tp = attn_tpad(T);
     spry_split(g.B * g.H, ith, nth, &lo, &hi);
-    attn_gemm_fn gemm = attn_pick_gemm();
+    attn_kernels kn   = attn_pick();
     float       *kt   = F32(n->saved[1]) + ith * n->saved[1]->shape[1];
     for (int64_t bh = lo; bh < hi; bh++) {
         int64_t      b = bh / g.H, h = bh % g.H;
@@ -241,13 +355,13 @@ static void attn_fwd(const spry_node *n, int ith, int nth) {
         float       *P     = F32(n->saved[0]) + bh * T * T;
         float       *o     = F32(n->out) + b * T * g.C + h * D;
         float        slope = g.alibi ? spry_alibi_slope(h, g.H) : 0.0f;
-        attn_transpose(k, row, T, D, kt, Tp);
+        kn.transpose(k, row, T, D, kt, Tp);
         for (int64_t i0 = 0; i0 < T; i0 += ATTN_MR) {
             int64_t m = T - i0 < ATTN_MR ? T - i0 : ATTN_MR, jn = g.causal ? i0 + m : T;
-            gemm(m, jn, D, q + i0 * row, row, 1, kt, Tp, P + i0 * T, T, false);
+            kn.gemm(m, jn, D, q + i0 * row, row, 1, kt, Tp, P + i0 * T, T, false);
             for (int64_t i = i0; i < i0 + m; i++)
-                attn_softmax_row(P + i * T, i, g.causal ? i + 1 : T, T, g.scale, slope);
-            gemm(m, D, jn, P + i0 * T, T, 1, v, row, o + i0 * g.C, g.C, false);
+                kn.softmax_row(P + i * T, i, g.causal ? i + 1 : T, T, g.scale, slope);
+            kn.gemm(m, D, jn, P + i0 * T, T, 1, v, row, o + i0 * g.C, g.C, false);
         }
     }
 }
@@ -257,7 +371,7 @@ static void attn_bwd(const spry_node *n, int ith, int nth) {
     attn_geom g = geom(n);
     int64_t   lo, hi, row = 3 * g.C, T = g.T, D = g.D, Tp = attn_tpad(T);
     spry_split(g.B * g.H, ith, nth, &lo, &hi);
-    attn_gemm_fn gemm = attn_pick_gemm();
+    attn_kernels kn   = attn_pick();
     float       *vt   = F32(n->saved[1]) + ith * n->saved[1]->shape[1], *ds = vt + D * Tp;
     for (int64_t bh = lo; bh < hi; bh++) {
         int64_t      b = bh / g.H, h = bh % g.H;
@@ -267,16 +381,16 @@ static void attn_bwd(const spry_node *n, int ith, int nth) {
         float       *dq = dbase + g.q_off, *dk = dbase + g.k_off, *dv = dbase + g.v_off;
         const float *P  = F32(n->saved[0]) + bh * T * T;
         const float *dO = F32(n->out->grad) + b * T * g.C + h * D;
-        attn_transpose(v, row, T, D, vt, Tp);
+        kn.transpose(v, row, T, D, vt, Tp);
         for (int64_t c0 = 0; c0 < T; c0 += ATTN_QB) {
             int64_t c1 = T - c0 < ATTN_QB ? T : c0 + ATTN_QB;
             for (int64_t i0 = c0; i0 < c1; i0 += ATTN_MR) {
                 int64_t m = c1 - i0 < ATTN_MR ? c1 - i0 : ATTN_MR, jn = g.causal ? i0 + m : T;
                 float  *dsr = ds + (i0 - c0) * Tp;
-                gemm(m, jn, D, dO + i0 * g.C, g.C, 1, vt, Tp, dsr, Tp, false);
+                kn.gemm(m, jn, D, dO + i0 * g.C, g.C, 1, vt, Tp, dsr, Tp, false);
                 for (int64_t i = i0; i < i0 + m; i++)
-                    attn_dsoftmax_row(P + i * T, dsr + (i - i0) * Tp, g.causal ? i + 1 : T, jn, g.scale);
-                gemm(m, D, jn, dsr, Tp, 1, k, row, dq + i0 * row, row, true);
+                    kn.dsoftmax_row(P + i * T, dsr + (i - i0) * Tp, g.causal ? i + 1 : T, jn, g.scale);
+                kn.gemm(m, D, jn, dsr, Tp, 1, k, row, dq + i0 * row, row, true);
             }
             // key rows j see queries i >= j (causal): blocks are ATTN_MR-aligned, so the rows
             // of dS and P read here are written (zero above the diagonal) up to the block's end
@@ -284,8 +398,8 @@ static void attn_bwd(const spry_node *n, int ith, int nth) {
             for (int64_t j0 = 0; j0 < jmax; j0 += ATTN_MR) {
                 int64_t m = jmax - j0 < ATTN_MR ? jmax - j0 : ATTN_MR;
                 int64_t ks = g.causal && j0 > c0 ? j0 : c0;
-                gemm(m, D, c1 - ks, ds + (ks - c0) * Tp + j0, 1, Tp, q + ks * row, row, dk + j0 * row, row, true);
-                gemm(m, D, c1 - ks, P + ks * T + j0, 1, T, dO + ks * g.C, g.C, dv + j0 * row, row, true);
+                kn.gemm(m, D, c1 - ks, ds + (ks - c0) * Tp + j0, 1, Tp, q + ks * row, row, dk + j0 * row, row, true);
+                kn.gemm(m, D, c1 - ks, P + ks * T + j0, 1, T, dO + ks * g.C, g.C, dv + j0 * row, row, true);
             }
         }
     }

@@ -6,5 +6,6 @@
 #define SPRY_TOOLS_COMMANDS_H
 
 int spry_cmd_demo(int argc, char **argv);
+int spry_cmd_plot(int argc, char **argv);
 
 #endif

@@ -18,6 +18,7 @@ typedef struct command {
 
 static const command k_commands[] = {
     {"demo", spry_cmd_demo, "train a tiny GPT on built-in text, save, reload, generate"},
+    {"plot", spry_cmd_plot, "SVG curves (loss, lr, throughput) of one or more runs"},
 };
 
 static void usage(FILE *f) {
