@@ -5,6 +5,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "spry/status.h"
@@ -67,7 +68,21 @@ void spry_tensor_set_name(spry_tensor *t, const char *fmt, ...) {
     va_end(ap);
 }
 
+// Bytes of a contiguous tensor, or SIZE_MAX when the shape is negative or the size overflows.
+static size_t checked_nbytes(spry_dtype dt, int ndim, const int64_t *shape) {
+    uint64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0) return SIZE_MAX;
+        if (shape[i] && n > (uint64_t)INT64_MAX / (uint64_t)shape[i]) return SIZE_MAX;
+        n *= (uint64_t)shape[i];
+    }
+    size_t es = spry_dtype_info(dt)->block_size;
+    if (n > SIZE_MAX / 2 / es) return SIZE_MAX;
+    return (size_t)n * es / (size_t)spry_dtype_info(dt)->block;
+}
+
 spry_tensor *spry_tensor_new(spry_arena *a, spry_dtype dt, int ndim, const int64_t *shape) {
+    if (checked_nbytes(dt, ndim, shape) == SIZE_MAX) return NULL;
     spry_tensor *t = spry_arena_alloc(a, sizeof *t);
     if (!t) return NULL;
     memset(t, 0, sizeof *t);

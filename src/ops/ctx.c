@@ -2,6 +2,7 @@
  * ctx.c -- the execution context, op application and kernel dispatch (see ops.h, op_def.h).
  */
 #include <omp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,7 +65,9 @@ spry_tensor *spry_new(spry_ctx *ctx, spry_dtype dt, int ndim, const int64_t *sha
     if (ctx->status != SPRY_OK) return spry_op_placeholder();
     spry_tensor *t = spry_tensor_new(ctx->arena, dt, ndim, shape);
     if (!t) {
-        set_nomem(ctx, 0);
+        double n = (double)spry_dtype_info(dt)->block_size;
+        for (int i = 0; i < ndim; i++) n *= (double)shape[i];
+        set_nomem(ctx, n < 1.8e19 ? (size_t)n : SIZE_MAX);
         return spry_op_placeholder();
     }
     return t;

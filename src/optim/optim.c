@@ -108,8 +108,10 @@ float spry_clip_grad_norm(spry_params *store, float max_norm) {
     for (int64_t c = 0; c < nch; c++) total += part[c];
     free(part);
     float norm = (float)sqrt(total);
-    if (max_norm > 0 && norm > max_norm) {
-        float s = (float)(max_norm / ((double)norm + 1e-6));
+    // torch.nn.utils.clip_grad_norm_: grads *= min(1, max_norm / (norm + 1e-6))
+    double coef = max_norm > 0 ? (double)max_norm / ((double)norm + 1e-6) : 1.0;
+    if (coef < 1.0) {
+        float s = (float)coef;
 #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < n; i++) store->grads[i] *= s;
     }
