@@ -7,5 +7,7 @@
 
 int spry_cmd_demo(int argc, char **argv);
 int spry_cmd_plot(int argc, char **argv);
+int spry_cmd_train(int argc, char **argv);
+int spry_cmd_eval(int argc, char **argv);
 
 #endif

@@ -18,6 +18,8 @@ typedef struct command {
 
 static const command k_commands[] = {
     {"demo", spry_cmd_demo, "train a tiny GPT on built-in text, save, reload, generate"},
+    {"train", spry_cmd_train, "train a GPT-2/BLOOM model on a prepared dataset (DeepSpeed config)"},
+    {"eval", spry_cmd_eval, "validation loss and perplexity of a model on a dataset split"},
     {"plot", spry_cmd_plot, "SVG curves (loss, lr, throughput) of one or more runs"},
 };
 
