@@ -5,6 +5,13 @@
 //   node tests/tokenizer_ref.js cases IN.json OUT.json ids of each case (IN: [{"hex": "..."}])
 //   node tests/tokenizer_ref.js file IN.txt OUT.i32   ids of a whole UTF-8 file (int32 LE)
 //   node tests/tokenizer_ref.js bench IN.txt [REPS]   reference throughput, prints "MBPS x"
+//   node tests/tokenizer_ref.js bloom IN.json OUT.json BLOOM pre-tokens of each case (hex)
+//   node tests/tokenizer_ref.js hf TOK.json IN.json OUT.json  ids from Hugging Face's own
+//        tokenizers.js (npm @huggingface/tokenizers) for a tokenizer.json: null for cases that
+//        are not valid UTF-8; exits 3 when the package is not installed
+//
+// The BLOOM reference is JavaScript's regex engine running transformers.js's rewrite of BLOOM's
+// Split pattern, / ?[^()|\s.,!?…。，、।۔،]+/gu, with the gaps between matches kept (Isolated).
 //
 // Brown text rule (docs/tokenizer.md): files named c[a-r]NN in sorted order; each non-blank line
 // is one sentence; its whitespace-separated "word/tag" items become the part before the LAST '/'
@@ -108,12 +115,56 @@ function brown(out) {
 }
 
 function main() {
-    const [cmd, a, b] = process.argv.slice(2);
+    const [cmd, a, b] = process.argv.slice(2, 5);
     if (cmd === 'brown') return brown(a);
     if (cmd === 'cases') {
         const cases = JSON.parse(fs.readFileSync(a, 'utf8'));
         const res = cases.map(c => encodeBytes(Buffer.from(c.hex, 'hex')));
         fs.writeFileSync(b, JSON.stringify(res));
+        return;
+    }
+    if (cmd === 'bloom') {
+        const re = / ?[^()|\s.,!?\u2026\u3002\uFF0C\u3001\u0964\u06D4\u060C]+/gu;
+        const toHex = str => {
+            const bytes = [];
+            for (const ch of str) {
+                const cp = ch.codePointAt(0);
+                if (cp >= 0xF700 && cp <= 0xF7FF) bytes.push(cp - 0xF700);
+                else for (const x of Buffer.from(ch, 'utf8')) bytes.push(x);
+            }
+            return Buffer.from(bytes).toString('hex');
+        };
+        const cases = JSON.parse(fs.readFileSync(a, 'utf8'));
+        const res = cases.map(c => {
+            const s = decodeBytes(Buffer.from(c.hex, 'hex')).s;
+            const out = [];
+            let last = 0;
+            for (const m of s.matchAll(re)) {
+                if (m.index > last) out.push(toHex(s.slice(last, m.index)));
+                out.push(toHex(m[0]));
+                last = m.index + m[0].length;
+            }
+            if (last < s.length) out.push(toHex(s.slice(last)));
+            return out;
+        });
+        fs.writeFileSync(b, JSON.stringify(res));
+        return;
+    }
+    if (cmd === 'hf') {
+        let hf;
+        try {
+            hf = require(require.resolve('@huggingface/tokenizers', {paths: [process.cwd(), __dirname]}));
+        } catch (e) {
+            console.error('tokenizer_ref.js: @huggingface/tokenizers is not installed');
+            process.exit(3);
+        }
+        const tok = new hf.Tokenizer(JSON.parse(fs.readFileSync(a, 'utf8')), {});
+        const cases = JSON.parse(fs.readFileSync(b, 'utf8'));
+        const res = cases.map(c => {
+            const d = decodeBytes(Buffer.from(c.hex, 'hex'));
+            return d.bad ? null : tok.encode(d.s, {add_special_tokens: false}).ids;
+        });
+        fs.writeFileSync(process.argv[5], JSON.stringify(res));
         return;
     }
     if (cmd === 'file') {
@@ -139,7 +190,7 @@ function main() {
         console.log(`MBPS ${(nbytes / 1e6 / best).toFixed(3)} tokens ${n} bytes ${nbytes} s ${best.toFixed(3)}`);
         return;
     }
-    console.error('usage: node tests/tokenizer_ref.js brown OUT | cases IN OUT | file IN OUT | bench IN [REPS]');
+    console.error('usage: node tests/tokenizer_ref.js brown OUT | cases IN OUT | bloom IN OUT | hf TOK IN OUT | file IN OUT | bench IN [REPS]');
     process.exit(2);
 }
 main();

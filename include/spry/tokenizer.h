@@ -135,8 +135,10 @@ spry_encode_params spry_encode_params_default(void);
 // Encodes text[0..len) (any bytes; NUL is an ordinary byte) and APPENDS the ids to out. p may be
 // NULL (defaults). With n_threads > 1 a long text is cut at safe places (an ASCII letter
 // followed by a space, outside added tokens) and the pieces are encoded in parallel; the ids are
-// identical to one thread's. Returns SPRY_OK or SPRY_ERR_NOMEM (out keeps its earlier ids and
-// possibly some of this call's). Thread-safe for distinct caches and outputs.
+// identical to one thread's. Returns SPRY_OK, SPRY_ERR_NOMEM, or SPRY_ERR_ARG for a single
+// pre-token of 2^31 bytes or more; on error out keeps its earlier ids and possibly some of this
+// call's. Memory: up to ~40 bytes per byte of the longest pre-token (a long run of letters or
+// whitespace) besides the cache. Thread-safe for distinct caches and outputs.
 spry_status spry_tokenizer_encode(const spry_tokenizer *tok, const char *text, size_t len,
                                   const spry_encode_params *p, spry_tokens *out);
 

@@ -9,5 +9,9 @@ int spry_cmd_demo(int argc, char **argv);
 int spry_cmd_plot(int argc, char **argv);
 int spry_cmd_train(int argc, char **argv);
 int spry_cmd_eval(int argc, char **argv);
+int spry_cmd_prepare(int argc, char **argv);
+int spry_cmd_generate(int argc, char **argv);
+int spry_cmd_tokenize(int argc, char **argv);
+int spry_cmd_tokenizer(int argc, char **argv);
 
 #endif

@@ -18,8 +18,12 @@ typedef struct command {
 
 static const command k_commands[] = {
     {"demo", spry_cmd_demo, "train a tiny GPT on built-in text, save, reload, generate"},
+    {"prepare", spry_cmd_prepare, "tokenize text/jsonl/Brown corpus into a .bin/.idx dataset"},
+    {"tokenizer", spry_cmd_tokenizer, "tokenizer tools: 'spry tokenizer train' learns a byte-level BPE"},
+    {"tokenize", spry_cmd_tokenize, "text on stdin -> token ids as a JSON array"},
     {"train", spry_cmd_train, "train a GPT-2/BLOOM model on a prepared dataset (DeepSpeed config)"},
     {"eval", spry_cmd_eval, "validation loss and perplexity of a model on a dataset split"},
+    {"generate", spry_cmd_generate, "prompt -> text (greedy, temperature, top-k, top-p)"},
     {"plot", spry_cmd_plot, "SVG curves (loss, lr, throughput) of one or more runs"},
 };
 
