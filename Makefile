@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS  ?= $(shell nproc)
 
-.PHONY: all build run test test-asan bench-train setup clean
+.PHONY: all build run test test-asan bench-train bench-data setup clean
 
 all: build
 
@@ -31,3 +31,8 @@ bench-train: build
 
 clean:
 	rm -rf $(BUILD) build-asan
+
+# Data pipeline benchmarks: tokenizer throughput vs gpt-3-encoder, prepare throughput, loader
+# time per batch against a training step.
+bench-data: build
+	bash bench/data.sh $(BUILD)

@@ -38,6 +38,7 @@ struct spry_trainer {
     void                    *tech_state[MAX_TECHNIQUES];
     int                      n_tech;
     char                     out_dir[1024];
+    char                     tok_path[1600]; // tokenizer carried over from a resumed checkpoint
 };
 
 #define HOOKS(tr, hook, ...)                                                                       \
@@ -473,6 +474,11 @@ spry_status spry_trainer_resume(spry_trainer *tr, const char *dir_in) {
         if (tr->src.set_state) rc = tr->src.set_state(tr->src.self, ls, n);
     }
     cJSON_Delete(j);
+    if (!rc && !tr->p.tokenizer) { // keep carrying the tokenizer the checkpoint was saved with
+        snprintf(tr->tok_path, sizeof tr->tok_path, "%s/tokenizer.json", dir);
+        FILE *f = fopen(tr->tok_path, "rb");
+        if (f) fclose(f), tr->p.tokenizer = tr->tok_path;
+    }
     if (!rc) SPRY_LOG_INFO("resumed from %s at step %lld", dir, (long long)tr->step);
     return rc;
 }
