@@ -57,12 +57,17 @@ static void panel(FILE *f, const spry_plot_panel *p, double y0) {
     fputs("</text>\n", f);
     fprintf(f, "<rect x=\"%g\" y=\"%g\" width=\"%g\" height=\"%g\" fill=\"none\" stroke=\"#444\"/>\n", ox, oy, pw, ph);
     double xs = nice_step(xmax - xmin, 6), ys = nice_step(ymax - ymin, 5);
-    for (double t = ceil(xmin / xs) * xs; t <= xmax + 1e-9 * xs; t += xs)
+    // ticks are k * step for integer k (no accumulated rounding, no "-0")
+    for (double k = ceil(xmin / xs); k * xs <= xmax + 1e-9 * xs; k += 1) {
+        double t = k * xs + 0.0;
         fprintf(f, "<line x1=\"%.1f\" y1=\"%g\" x2=\"%.1f\" y2=\"%g\" stroke=\"#ddd\"/><text x=\"%.1f\" y=\"%g\" "
                    "font-size=\"11\" text-anchor=\"middle\">%g</text>\n", PX(t), oy, PX(t), oy + ph, PX(t), oy + ph + 15, t);
-    for (double t = ceil(ymin / ys) * ys; t <= ymax + 1e-9 * ys; t += ys)
+    }
+    for (double k = ceil(ymin / ys); k * ys <= ymax + 1e-9 * ys; k += 1) {
+        double t = k == 0 ? 0.0 : k * ys;
         fprintf(f, "<line x1=\"%g\" y1=\"%.1f\" x2=\"%g\" y2=\"%.1f\" stroke=\"#ddd\"/><text x=\"%g\" y=\"%.1f\" "
                    "font-size=\"11\" text-anchor=\"end\">%.4g</text>\n", ox, PY(t), ox + pw, PY(t), ox - 6, PY(t) + 4, t);
+    }
     fprintf(f, "<text x=\"%g\" y=\"%g\" font-size=\"12\" text-anchor=\"middle\">", ox + pw / 2, oy + ph + 35);
     xml_text(f, p->xlabel);
     fprintf(f, "</text>\n<text x=\"%g\" y=\"%g\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 %g %g)\">",
