@@ -5,7 +5,9 @@
  * walks the tape newest to oldest, each op's backward ACCUMULATING into its inputs' gradients
  * (parameters: the param store's flat grad buffer; activations: arena tensors created zeroed on
  * first use). Gradients therefore add up across calls until the caller zeroes them, which is
- * gradient accumulation for free.
+ * gradient accumulation for free. Gradients of intermediate tensors (outputs of recorded ops) are
+ * released as soon as their op's backward has consumed them and their buffers are reused, as
+ * PyTorch frees non-leaf gradients; leaves (parameters and inputs) keep theirs.
  */
 #ifndef SPRY_AUTOGRAD_H
 #define SPRY_AUTOGRAD_H

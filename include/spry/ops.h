@@ -62,6 +62,9 @@ struct spry_ctx {
     spry_precision precision;
     uint64_t       seed;         // dropout and other random ops
     uint64_t       rng_counter;  // advanced by each random op; part of the checkpoint state
+    // gradient buffers of intermediate tensors released during backward, reused by size
+    struct { size_t bytes; void *data; } grad_pool[64];
+    int            n_grad_pool;
 };
 
 // Creates a context with a step arena of initial chunk size arena_bytes. NULL on OOM.

@@ -7,7 +7,8 @@
  *   SGD:   g += wd * p; buf = momentum * buf + (1 - dampening) * g (buf = g on the first step);
  *          p -= lr * (nesterov ? g + momentum * buf : buf)
  * Parameters flagged SPRY_PARAM_NO_DECAY (biases, norms) get no weight decay; frozen ones are
- * skipped. State lives in flat buffers parallel to the store's, so a checkpoint is one write.
+ * skipped (read at every step, so freezing can change during training). State lives in flat
+ * buffers parallel to the store's, so a checkpoint is one write.
  */
 #ifndef SPRY_OPTIM_H
 #define SPRY_OPTIM_H
@@ -40,7 +41,6 @@ typedef struct spry_optim {
     spry_params      *store;
     float            *m;    // (n_elem) first moment / SGD momentum buffer
     float            *v;    // (n_elem) second moment (Adam)
-    uint8_t          *mask; // (n_elem) 1 = decays, 2 = frozen (skipped), 0 = no decay
     int64_t           step; // completed steps
 } spry_optim;
 

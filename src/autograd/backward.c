@@ -6,12 +6,40 @@
 #include "ops/op_def.h"
 #include "spry/autograd.h"
 
+// A zeroed f32 gradient for t: a buffer of the same size released earlier in this backward
+// pass if there is one (layers repeat shapes, so activation gradients live about one layer),
+// else fresh arena memory.
 static bool ensure_grad(spry_ctx *ctx, spry_tensor *t) {
     if (t->grad) return true;
+    size_t bytes = spry_dtype_nbytes(SPRY_DTYPE_F32, spry_tensor_numel(t));
+    for (int i = ctx->n_grad_pool - 1; i >= 0; i--) {
+        if (ctx->grad_pool[i].bytes != bytes) continue;
+        spry_tensor *g = spry_arena_alloc(ctx->arena, sizeof *g);
+        if (!g) break;
+        memset(g, 0, sizeof *g);
+        spry_tensor_set_shape(g, SPRY_DTYPE_F32, t->ndim, t->shape);
+        g->data = ctx->grad_pool[i].data;
+        memset(g->data, 0, bytes);
+        ctx->grad_pool[i] = ctx->grad_pool[--ctx->n_grad_pool];
+        t->grad           = g;
+        return true;
+    }
     spry_tensor *g = spry_zeros(ctx, SPRY_DTYPE_F32, t->ndim, t->shape);
     if (ctx->status != SPRY_OK) return false;
     t->grad = g;
     return true;
+}
+
+// After its node ran, nobody reads an intermediate's gradient again (its consumers are newer
+// and already done): hand the buffer back for reuse, as PyTorch frees non-leaf gradients.
+static void release_grad(spry_ctx *ctx, spry_tensor *t) {
+    if (!t->grad || (t->flags & SPRY_TENSOR_PARAM)) return;
+    if (ctx->n_grad_pool < (int)(sizeof ctx->grad_pool / sizeof ctx->grad_pool[0])) {
+        ctx->grad_pool[ctx->n_grad_pool].bytes = spry_tensor_nbytes(t->grad);
+        ctx->grad_pool[ctx->n_grad_pool].data  = t->grad->data;
+        ctx->n_grad_pool++;
+    }
+    t->grad = NULL;
 }
 
 spry_status spry_backward_with(spry_ctx *ctx, spry_tensor *out, const spry_tensor *dout) {
@@ -29,6 +57,7 @@ spry_status spry_backward_with(spry_ctx *ctx, spry_tensor *out, const spry_tenso
                 return ctx->status;
         }
         spry_op_run(n, spry_op_defs[n->op]->bwd);
+        release_grad(ctx, n->out);
     }
     return ctx->status;
 }

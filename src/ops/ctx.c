@@ -32,8 +32,9 @@ void spry_ctx_free(spry_ctx *ctx) {
 
 void spry_ctx_begin(spry_ctx *ctx) {
     spry_arena_reset(ctx->arena);
-    ctx->tape    = NULL;
-    ctx->n_nodes = 0;
+    ctx->tape        = NULL;
+    ctx->n_nodes     = 0;
+    ctx->n_grad_pool = 0;
     ctx->status  = SPRY_OK;
     omp_set_num_threads(ctx->n_threads);
 }

@@ -18,49 +18,35 @@ spry_status spry_optim_init(spry_params *store, const spry_optim_params *p, spry
     spry_optim *o = calloc(1, sizeof *o);
     size_t      n = (size_t)(store->n_elem ? store->n_elem : 1);
     if (o) {
-        o->m    = calloc(n, sizeof(float));
-        o->v    = p->type == SPRY_OPTIM_SGD ? NULL : calloc(n, sizeof(float));
-        o->mask = calloc(n, 1);
+        o->m = calloc(n, sizeof(float));
+        o->v = p->type == SPRY_OPTIM_SGD ? NULL : calloc(n, sizeof(float));
     }
-    if (!o || !o->m || !o->mask || (p->type != SPRY_OPTIM_SGD && !o->v)) {
+    if (!o || !o->m || (p->type != SPRY_OPTIM_SGD && !o->v)) {
         spry_optim_free(o);
         return spry_errorf(SPRY_ERR_NOMEM, "optimizer: out of memory for %zu parameters", n);
     }
     o->p     = *p;
     o->store = store;
-    for (int64_t i = 0; i < store->n_items; i++) {
-        const spry_param *it = &store->items[i];
-        uint8_t mk = (it->pflags & SPRY_PARAM_FROZEN) ? 2 : (it->pflags & SPRY_PARAM_NO_DECAY) ? 0 : 1;
-        memset(o->mask + it->offset, mk, (size_t)spry_tensor_numel(&it->t));
-    }
-    // padding between parameters is never updated
-    for (int64_t i = 0; i < store->n_items; i++) {
-        const spry_param *it  = &store->items[i];
-        int64_t           end = it->offset + spry_tensor_numel(&it->t);
-        int64_t           nxt = i + 1 < store->n_items ? store->items[i + 1].offset : store->n_elem;
-        memset(o->mask + end, 2, (size_t)(nxt - end));
-    }
-    *out = o;
+    *out     = o;
     return SPRY_OK;
 }
 
 void spry_optim_free(spry_optim *o) {
     if (!o) return;
-    free(o->m), free(o->v), free(o->mask), free(o);
+    free(o->m), free(o->v), free(o);
 }
 
-void spry_optim_step(spry_optim *o, float lr) {
+// One parameter's update over [lo, hi) of the flat buffers; decay tells whether weight decay
+// applies. Elementwise, so any thread split gives the same bits.
+static void update_range(const spry_optim *o, int64_t lo, int64_t hi, bool decay, float lr,
+                         float step_size, float inv_sqrt_bc2, bool first) {
     const spry_optim_params *p = &o->p;
     float *w = o->store->values, *g = o->store->grads, *m = o->m, *v = o->v;
-    const uint8_t *mask = o->mask;
-    int64_t n = o->store->n_elem;
-    o->step++;
+    float  wd = decay ? p->weight_decay : 0.0f;
     if (p->type == SPRY_OPTIM_SGD) {
-        bool first = o->step == 1;
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < n; i++) {
-            if (mask[i] == 2) continue;
-            float gi = g[i] + (mask[i] ? p->weight_decay * w[i] : 0.0f);
+#pragma omp for schedule(static)
+        for (int64_t i = lo; i < hi; i++) {
+            float gi = g[i] + wd * w[i];
             if (p->momentum != 0.0f) {
                 m[i] = first ? gi : p->momentum * m[i] + (1.0f - p->dampening) * gi;
                 gi   = p->nesterov ? gi + p->momentum * m[i] : m[i];
@@ -69,24 +55,36 @@ void spry_optim_step(spry_optim *o, float lr) {
         }
         return;
     }
-    double bc1 = 1.0 - pow((double)p->beta1, (double)o->step);
-    double bc2 = 1.0 - pow((double)p->beta2, (double)o->step);
-    float  step_size = (float)(lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
-    bool   adamw = p->type == SPRY_OPTIM_ADAMW;
-    float  b1 = p->beta1, b2 = p->beta2, eps = p->eps, wd = p->weight_decay;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        if (mask[i] == 2) continue;
+    bool  adamw = p->type == SPRY_OPTIM_ADAMW;
+    float b1 = p->beta1, b2 = p->beta2, eps = p->eps;
+#pragma omp for schedule(static)
+    for (int64_t i = lo; i < hi; i++) {
         float gi = g[i];
-        if (mask[i]) {
-            if (adamw)
-                w[i] *= 1.0f - lr * wd;
-            else
-                gi += wd * w[i];
-        }
+        if (adamw)
+            w[i] *= 1.0f - lr * wd;
+        else
+            gi += wd * w[i];
         m[i] = b1 * m[i] + (1.0f - b1) * gi;
         v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
         w[i] -= step_size * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);
+    }
+}
+
+void spry_optim_step(spry_optim *o, float lr) {
+    const spry_optim_params *p = &o->p;
+    o->step++;
+    double bc1 = 1.0 - pow((double)p->beta1, (double)o->step);
+    double bc2 = 1.0 - pow((double)p->beta2, (double)o->step);
+    float  step_size = (float)(lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
+    bool   first = o->step == 1;
+    const spry_params *P = o->store;
+    // frozen parameters and the alignment padding between parameters are never touched
+#pragma omp parallel
+    for (int64_t k = 0; k < P->n_items; k++) {
+        const spry_param *it = &P->items[k];
+        if (it->pflags & SPRY_PARAM_FROZEN) continue;
+        update_range(o, it->offset, it->offset + spry_tensor_numel(&it->t),
+                     !(it->pflags & SPRY_PARAM_NO_DECAY), lr, step_size, inv_sqrt_bc2, first);
     }
 }
 
