@@ -14,8 +14,13 @@ for model in gpt-mini gpt2-124m; do
   for prec in fp32 bf16; do
     name="train_${model//-/_}_${prec}"
     name=${name/gpt2_124m/gpt2_124m}
-    s=$(OMP_WAIT_POLICY=active "$BUILD/bench_train" --model $model --precision $prec --steps $STEPS --threads 2)
-    echo "$s"
+    s=""; sbest=0
+    for rep in 1 2; do # best of two: the machines are shared
+      r=$(OMP_WAIT_POLICY=active "$BUILD/bench_train" --model $model --precision $prec --steps $STEPS --threads 2)
+      echo "$r"
+      t=$(echo "$r" | field tokens_per_s)
+      if awk "BEGIN{exit !($t > $sbest)}"; then sbest=$t; s=$r; fi
+    done
     best=0; bestpol=; bestrss=0
     for pol in active passive; do
       p=$(OMP_WAIT_POLICY=$pol /usr/bin/python3 bench/train_pytorch.py --model $model --precision $prec --steps $STEPS --threads 2)
