@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # train.sh BUILD [STEPS] -- training throughput, spry vs PyTorch (Debian python3-torch), same GPT-2
-# shapes, AdamW, clipping, 2 threads, in one invocation. PyTorch runs under both OMP_WAIT_POLICY
-# settings and its better figure is the baseline (the line says which). Ends each case with
+# shapes, AdamW, clipping, 2 threads, in one invocation. spry runs twice (OMP_WAIT_POLICY=active),
+# PyTorch under both OMP_WAIT_POLICY settings; each side's better figure counts (the baseline line
+# says which policy won). Ends each case with
 #   RESULT train_<model>_<precision> spry=<tok/s> pytorch=<tok/s> ratio=<spry/pytorch> unit=tokens/s
 # and a peak-RSS line. Also prints the GEMM peaks measured by bench_gemm on this machine.
 set -euo pipefail
