@@ -24,7 +24,7 @@ test: build
 test-asan:
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSPRY_SANITIZE=ON -DSPRY_ONEDNN=OFF
 	cmake --build build-asan -j $(JOBS)
-	ctest --test-dir build-asan --output-on-failure -j $(JOBS)
+	ctest --test-dir build-asan --output-on-failure -j $(JOBS) -LE portability
 
 bench-train: build
 	bash bench/train.sh $(BUILD)

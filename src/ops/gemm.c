@@ -407,9 +407,44 @@ static bool gemm_check_trivial(bool ta, bool tb, int64_t M, int64_t N, int64_t K
     return false;
 }
 
+// Below this many outputs a GEMM runs on one thread. With few output blocks to share, oneDNN
+// (seen with its AVX2 kernels) and OpenBLAS split the K sum across threads, and the result then
+// depends on the thread count; one thread keeps every GEMM bit-identical for any thread count.
+#define GEMM_DETERMINISTIC_MN (1 << 15)
+
+static int gemm_threads_enter(int64_t M, int64_t N) {
+    int prev = omp_get_max_threads();
+    if (prev > 1 && M * N < GEMM_DETERMINISTIC_MN) omp_set_num_threads(1);
+    return prev;
+}
+
+static void gemm_f32_dispatch(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                              const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                              float *C, int64_t ldc);
+static void gemm_bf16_dispatch(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                               const uint16_t *A, int64_t lda, const uint16_t *B, int64_t ldb,
+                               float beta, float *C, int64_t ldc);
+
 void spry_gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                    int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     if (gemm_check_trivial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
+    int prev = gemm_threads_enter(M, N);
+    gemm_f32_dispatch(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    omp_set_num_threads(prev);
+}
+
+void spry_gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                    const uint16_t *A, int64_t lda, const uint16_t *B, int64_t ldb, float beta,
+                    float *C, int64_t ldc) {
+    if (gemm_check_trivial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
+    int prev = gemm_threads_enter(M, N);
+    gemm_bf16_dispatch(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    omp_set_num_threads(prev);
+}
+
+static void gemm_f32_dispatch(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                              const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                              float *C, int64_t ldc) {
     switch (gemm_impl_now()) {
     case SPRY_GEMM_IMPL_ONEDNN:
 #if SPRY_GEMM_ONEDNN
@@ -426,10 +461,9 @@ void spry_gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alph
     }
 }
 
-void spry_gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
-                    const uint16_t *A, int64_t lda, const uint16_t *B, int64_t ldb, float beta,
-                    float *C, int64_t ldc) {
-    if (gemm_check_trivial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
+static void gemm_bf16_dispatch(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                               const uint16_t *A, int64_t lda, const uint16_t *B, int64_t ldb,
+                               float beta, float *C, int64_t ldc) {
     switch (gemm_impl_now()) {
     case SPRY_GEMM_IMPL_ONEDNN:
 #if SPRY_GEMM_ONEDNN

@@ -50,6 +50,11 @@ spry_tensor *spry_linear_cross_entropy(spry_ctx *ctx, spry_tensor *x, spry_tenso
     return out;
 }
 
+// dx = dlogits W sums over the whole vocabulary (K = V). Given one huge K, oneDNN may split the
+// sum across threads, and the result then depends on the thread count (seen on AVX2); feeding K
+// in fixed pieces accumulated in order keeps it bit-identical for any thread count.
+#define DX_K_CHUNK 8192
+
 // Rows per chunk: about 16M logits (64 MB) at a time, at least 64 rows: within the noise of
 // 32M on gpt-mini, and 100 MB less peak memory.
 static int64_t chunk_rows(int64_t V) {
@@ -142,14 +147,17 @@ static void lce_fwd(const spry_node *n, int ith, int nth) {
         }
         if (!grads) continue;
         if (bf16) {
-            spry_gemm_bf16(false, false, rn, C, V, 1.0f, lb->data, V, n->saved[2]->data, C, 0.0f,
-                           F32(n->saved[0]) + r0 * C, C);
+            for (int64_t k0 = 0; k0 < V; k0 += DX_K_CHUNK) // fixed K pieces: see DX_K_CHUNK
+                spry_gemm_bf16(false, false, rn, C, V - k0 < DX_K_CHUNK ? V - k0 : DX_K_CHUNK, 1.0f,
+                               (uint16_t *)lb->data + k0, V, (uint16_t *)n->saved[2]->data + k0 * C, C,
+                               k0 ? 1.0f : 0.0f, F32(n->saved[0]) + r0 * C, C);
             if (n->saved[1])
                 spry_gemm_bf16(true, false, V, C, rn, 1.0f, lb->data, V, xb->data, C, 1.0f,
                                F32(n->saved[1]), C);
         } else {
-            spry_gemm_f32(false, false, rn, C, V, 1.0f, lg, V, F32(w), C, 0.0f,
-                          F32(n->saved[0]) + r0 * C, C);
+            for (int64_t k0 = 0; k0 < V; k0 += DX_K_CHUNK)
+                spry_gemm_f32(false, false, rn, C, V - k0 < DX_K_CHUNK ? V - k0 : DX_K_CHUNK, 1.0f, lg + k0, V,
+                              F32(w) + k0 * C, C, k0 ? 1.0f : 0.0f, F32(n->saved[0]) + r0 * C, C);
             if (n->saved[1])
                 spry_gemm_f32(true, false, V, C, rn, 1.0f, lg, V, xc, C, 1.0f, F32(n->saved[1]), C);
         }
