@@ -88,15 +88,20 @@ uint16_t spry_f32_to_f16(float f) {
     return (uint16_t)(sign | out);
 }
 
+// The multiversioned loops are static: clang names the clones of exported functions
+// differently from gcc, so the public entry points are plain wrappers.
 __attribute__((target_clones("avx512f", "default")))
-void spry_convert_f32_to_bf16(const float *x, uint16_t *y, int64_t n) {
+static void f32_to_bf16_loop(const float *x, uint16_t *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = spry_f32_to_bf16(x[i]);
 }
 
 __attribute__((target_clones("avx512f", "default")))
-void spry_convert_bf16_to_f32(const uint16_t *x, float *y, int64_t n) {
+static void bf16_to_f32_loop(const uint16_t *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = spry_bf16_to_f32(x[i]);
 }
+
+void spry_convert_f32_to_bf16(const float *x, uint16_t *y, int64_t n) { f32_to_bf16_loop(x, y, n); }
+void spry_convert_bf16_to_f32(const uint16_t *x, float *y, int64_t n) { bf16_to_f32_loop(x, y, n); }
 
 void spry_round_f16(const float *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = spry_f16_to_f32(spry_f32_to_f16(x[i]));

@@ -27,7 +27,7 @@ static void eval_usage(FILE *f) {
 int spry_cmd_eval(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *split = "969,30,1", *which = "valid";
     long long   seq = 128, batch = 8, max_batches = 0, eod = -1, threads = 0;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { // every option takes a value
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             eval_usage(stdout);
@@ -53,7 +53,6 @@ int spry_cmd_eval(int argc, char **argv) {
                 return 2;
             }
         }
-        i++;
     }
     if (!model || !data) {
         fprintf(stderr, "spry eval: --model DIR and --data PREFIX are required\n");

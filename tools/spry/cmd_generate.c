@@ -28,7 +28,7 @@ int spry_cmd_generate(int argc, char **argv) {
     const char *model = NULL, *tok_spec = NULL, *prompt = "The";
     long long   max_new = 100, top_k = 40, seed = 0, threads = 0;
     double      temperature = 0.8, top_p = 0.95;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { // every option takes a value
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             generate_usage(stdout);
@@ -59,7 +59,6 @@ int spry_cmd_generate(int argc, char **argv) {
             fprintf(stderr, "spry generate: bad value for %s: '%s'\n", a, v);
             return 2;
         }
-        i++;
     }
     if (!model) {
         fprintf(stderr, "spry generate: --model DIR is required\n");
