@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS  ?= $(shell nproc)
 
-.PHONY: all build run test test-asan bench-train bench-data setup clean
+.PHONY: all build run test test-asan test-clang bench-train bench-data setup clean
 
 all: build
 
@@ -26,11 +26,16 @@ test-asan:
 	cmake --build build-asan -j $(JOBS)
 	ctest --test-dir build-asan --output-on-failure -j $(JOBS) -LE portability
 
+test-clang:
+	CC=clang cmake -S . -B build-clang -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build build-clang -j $(JOBS)
+	ctest --test-dir build-clang --output-on-failure -j $(JOBS) -LE portability
+
 bench-train: build
 	bash bench/train.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-clang
 
 # Data pipeline benchmarks: tokenizer throughput vs gpt-3-encoder, prepare throughput, loader
 # time per batch against a training step.
