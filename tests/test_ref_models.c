@@ -13,6 +13,7 @@
 
 #include "check.h"
 #include "spry/autograd.h"
+#include "spry/hf_checkpoint.h"
 #include "spry/model.h"
 #include "spry/optim.h"
 #include "spry/safetensors.h"

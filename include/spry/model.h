@@ -79,15 +79,6 @@ spry_tensor *spry_model_forward(spry_model *m, spry_ctx *ctx, spry_tensor *ids);
 // the full logits are never stored; call spry_model_forward for logits.
 spry_tensor *spry_model_loss(spry_model *m, spry_ctx *ctx, const spry_tensor *tokens);
 
-// Loads parameters from a Hugging Face safetensors file (names with or without the
-// "transformer." prefix; f32, bf16 or f16 tensors). Every parameter must be present with its
-// exact shape; errors name the file and tensor.
-spry_status spry_model_load_weights(spry_model *m, const char *path);
-// Saves parameters as safetensors with Hugging Face names ("transformer." prefix) and layouts.
-spry_status spry_model_save_weights(const spry_model *m, const char *path);
 // True when parameter `name` (internal name) is stored transposed on disk (GPT-2's Conv1D).
 bool spry_model_param_is_conv1d(const spry_model *m, const char *name);
-// Loads <dir>/config.json and <dir>/model.safetensors.
-spry_status spry_model_load_dir(const char *dir, spry_model **out);
-
 #endif

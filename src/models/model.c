@@ -1,5 +1,6 @@
 /*
- * model.c -- GPT-2 and BLOOM: parameters, initialization, forward, Hugging Face weights.
+ * model.c -- GPT-2 and BLOOM: parameters, initialization, forward. Reading and writing Hugging
+ * Face checkpoints lives in src/io/hf_checkpoint.c (the io layer sits above the models).
  *
  * The two architectures differ in four places, all visible below: GPT-2 adds learned position
  * embeddings and splits QKV as [q | k | v]; BLOOM normalizes the embeddings, adds ALiBi to the
@@ -16,7 +17,6 @@
 #include "spry/dtype.h"
 #include "spry/model.h"
 #include "spry/rng.h"
-#include "spry/safetensors.h"
 
 /* ---- the parameter table ------------------------------------------------------------------
  * One row per block parameter: the Hugging Face name in each architecture, its shape, whether the
@@ -224,133 +224,6 @@ spry_tensor *spry_model_loss(spry_model *m, spry_ctx *ctx, const spry_tensor *to
     return spry_linear_cross_entropy(ctx, model_hidden(m, ctx, ids), m->wte, tgt);
 }
 
-/* ---- Hugging Face weights ----------------------------------------------------------------- */
-
-typedef struct named_param {
-    const char  *name;  // internal name (no prefix)
-    spry_tensor *t;
-    bool         conv1d;
-} named_param;
-
-// Visits every parameter with its Conv1D flag (true only for GPT-2's block weights).
-static int64_t list_params(const spry_model *m, named_param *out) {
-    bool    gpt2 = m->cfg.arch == SPRY_ARCH_GPT2;
-    int64_t n    = 0;
-    for (int64_t i = 0; i < m->params.n_items; i++) {
-        const spry_tensor *t    = &m->params.items[i].t;
-        bool               conv = gpt2 && spry_model_param_is_conv1d(m, t->name);
-        out[n++] = (named_param){.name = t->name, .t = (spry_tensor *)t, .conv1d = conv};
-    }
-    return n;
-}
-
-static float load_elem(const spry_st_tensor_info *info, int64_t i) {
-    switch (info->dtype) {
-    case SPRY_DTYPE_F32: {
-        float v;
-        memcpy(&v, (const char *)info->data + 4 * i, 4);
-        return v;
-    }
-    case SPRY_DTYPE_BF16: {
-        uint16_t h;
-        memcpy(&h, (const char *)info->data + 2 * i, 2);
-        return spry_bf16_to_f32(h);
-    }
-    default: {
-        uint16_t h;
-        memcpy(&h, (const char *)info->data + 2 * i, 2);
-        return spry_f16_to_f32(h);
-    }
-    }
-}
-
-spry_status spry_model_load_weights(spry_model *m, const char *path) {
-    spry_safetensors *st;
-    SPRY_TRY(spry_safetensors_open(path, &st));
-    named_param *ps = malloc(sizeof *ps * (size_t)m->params.n_items);
-    if (!ps) {
-        spry_safetensors_close(st);
-        return spry_errorf(SPRY_ERR_NOMEM, "out of memory");
-    }
-    int64_t     n = list_params(m, ps);
-    spry_status rc = SPRY_OK;
-    for (int64_t i = 0; i < n && !rc; i++) {
-        char full[96];
-        snprintf(full, sizeof full, "transformer.%s", ps[i].name);
-        const spry_st_tensor_info *info = spry_safetensors_find(st, full);
-        if (!info) info = spry_safetensors_find(st, ps[i].name);
-        if (!info) {
-            rc = spry_errorf(SPRY_ERR_FORMAT, "%s: tensor \"%s\" is missing. HINT: is config.json for this checkpoint?",
-                             path, full);
-            break;
-        }
-        if (info->dtype != SPRY_DTYPE_F32 && info->dtype != SPRY_DTYPE_BF16 && info->dtype != SPRY_DTYPE_F16) {
-            rc = spry_errorf(SPRY_ERR_FORMAT, "%s: tensor \"%s\" has dtype %s; expected F32, BF16 or F16",
-                             path, info->name, info->st_dtype);
-            break;
-        }
-        spry_tensor *t = ps[i].t;
-        bool shape_ok  = info->ndim == t->ndim;
-        for (int d = 0; shape_ok && d < t->ndim; d++)
-            shape_ok = info->shape[d] == t->shape[ps[i].conv1d ? t->ndim - 1 - d : d];
-        if (!shape_ok) {
-            rc = spry_errorf(SPRY_ERR_FORMAT, "%s: tensor \"%s\" has the wrong shape for this config (ndim %d)%s",
-                             path, info->name, info->ndim, ps[i].conv1d ? " (Conv1D layout (in, out) expected)" : "");
-            break;
-        }
-        float  *dst = t->data;
-        int64_t rows = t->ndim == 2 ? t->shape[0] : 1, cols = t->shape[t->ndim - 1];
-        if (ps[i].conv1d) // file (in=cols, out=rows) -> (out, in)
-            for (int64_t r = 0; r < rows; r++)
-                for (int64_t c = 0; c < cols; c++) dst[r * cols + c] = load_elem(info, c * rows + r);
-        else
-            for (int64_t k = 0; k < rows * cols; k++) dst[k] = load_elem(info, k);
-    }
-    free(ps);
-    spry_safetensors_close(st);
-    return rc;
-}
-
-spry_status spry_model_save_weights(const spry_model *m, const char *path) {
-    int64_t        np    = m->params.n_items;
-    named_param   *ps    = malloc(sizeof *ps * (size_t)np);
-    spry_st_entry *ents  = calloc((size_t)np, sizeof *ents);
-    char         (*names)[96] = malloc(sizeof *names * (size_t)np);
-    float        **tmp   = calloc((size_t)np, sizeof *tmp);
-    int64_t       (*shapes)[2] = malloc(sizeof *shapes * (size_t)np);
-    spry_status    rc    = (ps && ents && names && tmp && shapes) ? SPRY_OK : spry_errorf(SPRY_ERR_NOMEM, "out of memory");
-    int64_t        n     = rc ? 0 : list_params(m, ps);
-    for (int64_t i = 0; i < n && !rc; i++) {
-        const spry_tensor *t = ps[i].t;
-        snprintf(names[i], sizeof names[i], "transformer.%s", ps[i].name);
-        const void *data = t->data;
-        shapes[i][0] = t->shape[0];
-        shapes[i][1] = t->ndim == 2 ? t->shape[1] : 0;
-        if (ps[i].conv1d) {
-            int64_t rows = t->shape[0], cols = t->shape[1];
-            tmp[i] = malloc(sizeof(float) * (size_t)(rows * cols));
-            if (!tmp[i]) {
-                rc = spry_errorf(SPRY_ERR_NOMEM, "out of memory");
-                break;
-            }
-            for (int64_t r = 0; r < rows; r++)
-                for (int64_t c = 0; c < cols; c++) tmp[i][c * rows + r] = ((const float *)t->data)[r * cols + c];
-            data         = tmp[i];
-            shapes[i][0] = cols;
-            shapes[i][1] = rows;
-        }
-        ents[i] = (spry_st_entry){.name = names[i], .dtype = SPRY_DTYPE_F32, .ndim = t->ndim,
-                                  .shape = shapes[i], .data = data};
-    }
-    if (!rc) {
-        const char *meta[] = {"format", "pt"};
-        rc = spry_safetensors_write(path, ents, n, meta, 1);
-    }
-    for (int64_t i = 0; tmp && i < np; i++) free(tmp[i]);
-    free(tmp), free(ps), free(ents), free(names), free(shapes);
-    return rc;
-}
-
 bool spry_model_param_is_conv1d(const spry_model *m, const char *name) {
     if (m->cfg.arch != SPRY_ARCH_GPT2) return false;
     size_t ln = strlen(name);
@@ -362,20 +235,3 @@ bool spry_model_param_is_conv1d(const spry_model *m, const char *name) {
     return false;
 }
 
-spry_status spry_model_load_dir(const char *dir, spry_model **out) {
-    char              path[4096];
-    spry_model_config cfg;
-    *out = NULL;
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    SPRY_TRY(spry_model_config_load(path, &cfg));
-    spry_model *m;
-    SPRY_TRY(spry_model_init(&cfg, &m));
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    spry_status st = spry_model_load_weights(m, path);
-    if (st) {
-        spry_model_free(m);
-        return st;
-    }
-    *out = m;
-    return SPRY_OK;
-}

@@ -2,6 +2,7 @@
  * trainer.c -- the training loop, metrics and checkpoints (see trainer.h). Names no technique.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "spry/hf_checkpoint.h"
 #include "spry/trainer.h"
 
 #include <cjson/cJSON.h>

@@ -18,6 +18,7 @@
 #include "spry/autograd.h"
 #include "spry/cpu.h"
 #include "spry/gemm.h"
+#include "spry/hf_checkpoint.h"
 #include "spry/model.h"
 #include "spry/optim.h"
 #include "spry/rng.h"

@@ -9,6 +9,7 @@
 
 #include "commands.h"
 #include "spry/loader.h"
+#include "spry/hf_checkpoint.h"
 #include "spry/model.h"
 
 static void eval_usage(FILE *f) {

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "spry/hf_checkpoint.h"
 #include "spry/model.h"
 #include "spry/sample.h"
 #include "spry/tokenizer.h"

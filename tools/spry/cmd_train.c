@@ -12,6 +12,7 @@
 #include "spry/gemm.h"
 #include "spry/loader.h"
 #include "spry/log.h"
+#include "spry/hf_checkpoint.h"
 #include "spry/trainer.h"
 
 // Used when --config is not given: AdamW, warmup + cosine decay, clipping, bf16 off.
