@@ -66,6 +66,9 @@ expect 0 "done at step 10" "$SPRY" train $T --steps 10 --save-every 5 --out "$TM
 [ -s "$TMP/csv/cli/Train_Samples_train_loss.csv" ] && ok || bad "csv_monitor files"
 expect 0 "resumed from" "$SPRY" train $T --steps 14 --out "$TMP/run" --resume
 [ "$(wc -l < "$TMP/run/metrics.jsonl")" -eq 14 ] && ok || bad "metrics.jsonl has one line per step"
+expect 0 "done at step 3" "$SPRY" train $T --steps 3 --out "$TMP/run3"
+expect 0 "done at step 2" "$SPRY" train $T --steps 2 --out "$TMP/run3"
+[ "$(wc -l < "$TMP/run3/metrics.jsonl")" -eq 2 ] && ok || bad "a fresh run starts metrics.jsonl anew"
 echo '{"train_batch_size": "8"}' > "$TMP/badcfg.json"
 expect 2 '"train_batch_size" must be an integer >= 1, got "8"' "$SPRY" train --data "$TMP/data" --config "$TMP/badcfg.json"
 expect 1 "nothing.json" "$SPRY" train --data "$TMP/data" --config "$TMP/nothing.json"

@@ -242,7 +242,32 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+// metrics.jsonl holds one line per step of this run: a fresh run starts it anew, a resumed run
+// keeps the lines up to its checkpoint's step (steps after it were lost with the killed run and
+// are about to be recomputed).
+static void trim_metrics(spry_trainer *tr) {
+    char path[1100], tmp[1200];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", tr->out_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    FILE *in = fopen(path, "r");
+    if (!in) return;
+    FILE *out = fopen(tmp, "w");
+    if (!out) {
+        fclose(in);
+        return;
+    }
+    char line[1024];
+    while (tr->step > 0 && fgets(line, sizeof line, in)) {
+        long long st = -1;
+        if (sscanf(line, "{\"step\": %lld", &st) == 1 && st <= tr->step) fputs(line, out);
+    }
+    fclose(in);
+    if (fclose(out) == 0) rename(tmp, path);
+    else unlink(tmp);
+}
+
 spry_status spry_trainer_run(spry_trainer *tr) {
+    trim_metrics(tr);
     bool   tty = tr->p.progress < 0 ? isatty(fileno(stderr)) : tr->p.progress == 1;
     double t0 = now(), tlast = t0;
     int64_t first = tr->step, tok_last = tr->n_tokens;
