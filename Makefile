@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS  ?= $(shell nproc)
 
-.PHONY: all build run test test-asan test-clang bench-train bench-data setup clean
+.PHONY: all build run test test-asan test-clang fuzz bench-train bench-data setup clean
 
 all: build
 
@@ -30,6 +30,9 @@ test-clang:
 	CC=clang cmake -S . -B build-clang -DCMAKE_BUILD_TYPE=RelWithDebInfo
 	cmake --build build-clang -j $(JOBS)
 	ctest --test-dir build-clang --output-on-failure -j $(JOBS) -LE portability
+
+fuzz:
+	bash scripts/fuzz.sh 60
 
 bench-train: build
 	bash bench/train.sh $(BUILD)
