@@ -190,10 +190,18 @@ int spry_cmd_demo(int argc, char **argv) {
     if (tty) fputc('\n', stderr);
     // save as a Hugging Face directory, load it back, compare
     char path[4096];
-    if (mkdir("runs", 0755) && errno != EEXIST) { /* --out may be elsewhere; mkdir below reports */ }
-    if (mkdir(o.out, 0755) && errno != EEXIST) {
-        fprintf(stderr, "spry demo: cannot create %s: %s\n", o.out, strerror(errno));
-        return 1;
+    snprintf(path, sizeof path, "%s", o.out); // mkdir -p
+    for (char *q = path + 1;; q++) {
+        bool end = *q == 0;
+        if (*q == '/' || end) {
+            *q = 0;
+            if (mkdir(path, 0755) && errno != EEXIST) {
+                fprintf(stderr, "spry demo: cannot create %s: %s\n", path, strerror(errno));
+                return 1;
+            }
+            if (end) break;
+            *q = '/';
+        }
     }
     snprintf(path, sizeof path, "%s/config.json", o.out);
     spry_status st = spry_model_config_save(&m->cfg, path);
