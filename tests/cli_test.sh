@@ -80,6 +80,8 @@ expect 1 "out of range for vocab_size 100" "$SPRY" train --data "$TMP/data" --st
 # eval, generate, plot
 expect 0 '"perplexity"' "$SPRY" eval --model "$TMP/run/step_14" --data "$TMP/data" --split 1,0,0 --which train --seq 16 --batch 2 --max-batches 3
 expect 1 "config.json" "$SPRY" eval --model "$TMP/nomodel" --data "$TMP/data"
+expect 1 "exceeds the model's n_positions 16" "$SPRY" eval --model "$TMP/run/step_14" --data "$TMP/data" --split 1,0,0 --which train --seq 100 --batch 1
+expect 2 "bad value for --max-new" "$SPRY" generate --model "$TMP/run/step_14" --max-new 99999999999
 out=$("$SPRY" generate --model "$TMP/run/step_14" --prompt "The river" --max-new 8 --temperature 0 2>&1) && ok || bad "generate: $out"
 [[ "$out" == "The river"* ]] && ok || bad "generate continues the prompt: $out"
 out2=$("$SPRY" generate --model "$TMP/run/step_14" --prompt "The river" --max-new 8 --temperature 0 2>&1)

@@ -72,7 +72,8 @@ void        spry_model_free(spry_model *m);
 // the result depends only on the seed.
 void spry_model_init_weights(spry_model *m, uint64_t seed);
 
-// Logits (B, T, V) for ids I32 (B, T), recording the tape when ctx has gradients on.
+// Logits (B, T, V) for ids I32 (B, T), recording the tape when ctx has gradients on. A GPT-2
+// sequence longer than n_positions sets the sticky SPRY_ERR_ARG (check spry_ctx_status).
 spry_tensor *spry_model_forward(spry_model *m, spry_ctx *ctx, spry_tensor *ids);
 // Mean next-token cross entropy for tokens I32 (B, T+1): inputs tokens[:, :T], targets
 // tokens[:, 1:]. Returns a (1) tensor. Uses the fused LM head (spry_linear_cross_entropy), so

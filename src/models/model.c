@@ -179,8 +179,11 @@ static spry_tensor *model_hidden(spry_model *m, spry_ctx *ctx, spry_tensor *ids)
     spry_tensor *x = spry_embedding(ctx, m->wte, ids); // (B, T, C)
     spry_attn_params ap = {.n_head = c->n_head, .causal = true};
     if (c->arch == SPRY_ARCH_GPT2) {
-        SPRY_ASSERT(T <= c->n_positions, "model: T=%lld exceeds n_positions=%lld", (long long)T,
-                    (long long)c->n_positions);
+        if (T > c->n_positions) { // a user-chosen length: an error, not an abort
+            ctx->status = spry_errorf(SPRY_ERR_ARG, "sequence length %lld exceeds the model's n_positions %lld",
+                                      (long long)T, (long long)c->n_positions);
+            return spry_op_placeholder();
+        }
         spry_tensor *pos = spry_new(ctx, SPRY_DTYPE_I32, 1, &T);
         if (ctx->status) return pos;
         for (int64_t t = 0; t < T; t++) ((int32_t *)pos->data)[t] = (int32_t)t;

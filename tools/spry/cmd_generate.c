@@ -55,7 +55,7 @@ int spry_cmd_generate(int argc, char **argv) {
             generate_usage(stderr);
             return 2;
         }
-        if (end && (*end || max_new < 0 || top_k < 0 || seed < 0 || threads < 0 || temperature < 0 ||
+        if (end && (*end || max_new < 0 || max_new > 10000000 || top_k < 0 || seed < 0 || threads < 0 || temperature < 0 ||
                     !(top_p > 0 && top_p <= 1))) {
             fprintf(stderr, "spry generate: bad value for %s: '%s'\n", a, v);
             return 2;
@@ -98,6 +98,13 @@ int spry_cmd_generate(int argc, char **argv) {
     if (!rc) {
         int32_t *out = malloc(sizeof(int32_t) * (size_t)(ids.n + max_new));
         int64_t  n   = 0;
+        if (!out) {
+            fprintf(stderr, "spry generate: out of memory for %lld tokens\n", (long long)(ids.n + max_new));
+            spry_tokens_free(&ids);
+            spry_model_free(m);
+            spry_tokenizer_free(tok);
+            return 1;
+        }
         spry_sample_params sp = {.temperature = (float)temperature, .top_k = top_k, .top_p = (float)top_p,
                                  .seed = (uint64_t)seed};
         spry_ctx *ctx  = spry_ctx_init((size_t)32 << 20, (int)threads);

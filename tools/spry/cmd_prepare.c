@@ -41,7 +41,13 @@ int spry_cmd_prepare(int argc, char **argv) {
             prepare_usage(stderr);
             return 2;
         }
-        if (!strcmp(a, "--input") && n_inputs < 64) inputs[n_inputs++] = v;
+        if (!strcmp(a, "--input")) {
+            if (n_inputs == 64) {
+                fprintf(stderr, "spry prepare: at most 64 --input paths (give directories instead)\n");
+                return 2;
+            }
+            inputs[n_inputs++] = v;
+        }
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--text-out")) p.text_out = v;
         else if (!strcmp(a, "--tokenizer")) tok_spec = v;
