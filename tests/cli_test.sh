@@ -87,6 +87,8 @@ out=$("$SPRY" generate --model "$TMP/run/step_14" --prompt "The river" --max-new
 out2=$("$SPRY" generate --model "$TMP/run/step_14" --prompt "The river" --max-new 8 --temperature 0 2>&1)
 [ "$out" = "$out2" ] && ok || bad "greedy generation is deterministic"
 expect 2 "bad value for --top-p" "$SPRY" generate --model "$TMP/run/step_14" --top-p 2
+expect 0 "The river" "$SPRY" generate --model "$TMP/run/step_14" --prompt "The river" --max-new 8 --min-p 0.1 --repetition-penalty 1.3 --frequency-penalty 0.5 --presence-penalty 0.2 --seed 4
+expect 2 "bad value for --repetition-penalty" "$SPRY" generate --model "$TMP/run/step_14" --repetition-penalty 0
 expect 0 "wrote" "$SPRY" plot --out "$TMP/plot.svg" "$TMP/run"
 grep -q "<svg" "$TMP/plot.svg" && grep -q "polyline" "$TMP/plot.svg" && ok || bad "plot is an SVG with curves"
 expect 1 "cannot read" "$SPRY" plot --out "$TMP/p2.svg" "$TMP/norun"

@@ -2,8 +2,12 @@
  * sample.h -- next-token sampling: greedy, temperature, top-k, top-p (nucleus), seeded.
  * Semantics follow Hugging Face's generate() warpers in this order: temperature, top-k, top-p
  * (keep the smallest set of most likely tokens whose probability reaches top_p, always at least
- * one), then a draw from the renormalized distribution with the counter-based RNG, so a seed and
- * a position always give the same token.
+ * one), min-p (drop tokens below min_p times the most likely one's probability), then a draw
+ * from the renormalized distribution with the counter-based RNG, so a seed and a position always
+ * give the same token. Penalties (spry_sample_penalize) change the logits first: Hugging Face's
+ * repetition penalty over the whole context (divide positive logits by it, multiply negative
+ * ones), and OpenAI's frequency and presence penalties over the generated tokens
+ * (logit -= frequency * count + presence * [count > 0]).
  */
 #ifndef SPRY_SAMPLE_H
 #define SPRY_SAMPLE_H
@@ -18,6 +22,10 @@ typedef struct spry_sample_params {
     int64_t  top_k;       // 0 = off (0)
     float    top_p;       // 1 = off (1.0)
     uint64_t seed;        // (0)
+    float    min_p;              // 0 = off (0)
+    float    repetition_penalty; // 1 = off (1.0)
+    float    frequency_penalty;  // 0 = off (0)
+    float    presence_penalty;   // 0 = off (0)
 } spry_sample_params;
 
 spry_sample_params spry_sample_params_default(void);
@@ -26,6 +34,11 @@ spry_sample_params spry_sample_params_default(void);
 // provided, so no allocation). Pure given (logits, params, pos).
 int32_t spry_sample(const float *logits, int64_t V, const spry_sample_params *p, uint64_t pos,
                     float *scratch);
+
+// Applies the penalties to logits (V) in place: context[0..n_ctx) is the whole sequence so far,
+// of which the last n_gen tokens were generated. counts is scratch for V floats.
+void spry_sample_penalize(float *logits, int64_t V, const int32_t *context, int64_t n_ctx,
+                          int64_t n_gen, const spry_sample_params *p, float *counts);
 
 // Generates up to n_new tokens after prompt (n_prompt ids) into out (capacity n_prompt + n_new),
 // recomputing the forward over the whole window each token (no KV cache), stopping early at

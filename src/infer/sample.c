@@ -10,7 +10,8 @@
 #include "spry/rng.h"
 
 spry_sample_params spry_sample_params_default(void) {
-    return (spry_sample_params){.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .seed = 0};
+    return (spry_sample_params){.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .seed = 0,
+                                .min_p = 0.0f, .repetition_penalty = 1.0f};
 }
 
 // Sorts indices by descending probability (ties by index: deterministic). Heap-free insertion
@@ -49,6 +50,12 @@ int32_t spry_sample(const float *logits, int64_t V, const spry_sample_params *p,
             }
         }
     }
+    if (p->min_p > 0.0f) {
+        float floor_p = p->min_p * prob[idx[0]];
+        int64_t k = 1;
+        while (k < keep && prob[idx[k]] >= floor_p) k++;
+        keep = k;
+    }
     double total = 0;
     for (int64_t i = 0; i < keep; i++) total += prob[idx[i]];
     double u = spry_rng_uniform(p->seed, 0x5a3d1e, pos) * total, c = 0;
@@ -57,6 +64,26 @@ int32_t spry_sample(const float *logits, int64_t V, const spry_sample_params *p,
         if (u < c) return idx[i];
     }
     return idx[keep - 1];
+}
+
+void spry_sample_penalize(float *logits, int64_t V, const int32_t *context, int64_t n_ctx,
+                          int64_t n_gen, const spry_sample_params *p, float *counts) {
+    if (p->repetition_penalty != 1.0f && p->repetition_penalty > 0.0f) {
+        memset(counts, 0, sizeof(float) * (size_t)V);
+        for (int64_t i = 0; i < n_ctx; i++)
+            if (context[i] >= 0 && context[i] < V && counts[context[i]] == 0.0f) {
+                float *l = &logits[context[i]];
+                *l       = *l > 0 ? *l / p->repetition_penalty : *l * p->repetition_penalty;
+                counts[context[i]] = 1.0f;
+            }
+    }
+    if (p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f) {
+        memset(counts, 0, sizeof(float) * (size_t)V);
+        for (int64_t i = n_ctx - n_gen; i < n_ctx; i++)
+            if (i >= 0 && context[i] >= 0 && context[i] < V) counts[context[i]] += 1.0f;
+        for (int64_t v = 0; v < V; v++)
+            if (counts[v] > 0) logits[v] -= p->frequency_penalty * counts[v] + p->presence_penalty;
+    }
 }
 
 spry_status spry_generate(spry_model *m, spry_ctx *ctx, const int32_t *prompt, int64_t n_prompt,
@@ -69,7 +96,7 @@ spry_status spry_generate(spry_model *m, spry_ctx *ctx, const int32_t *prompt, i
             return spry_errorf(SPRY_ERR_ARG, "generate: prompt token %d out of range for vocab %lld",
                                prompt[i], (long long)V);
     memcpy(out, prompt, sizeof(int32_t) * (size_t)n_prompt);
-    float *scratch = malloc(sizeof(float) * (size_t)(3 * V));
+    float *scratch = malloc(sizeof(float) * (size_t)(5 * V)); // sampling 3V, logits V, counts V
     if (!scratch) return spry_errorf(SPRY_ERR_NOMEM, "generate: out of memory");
     bool        grad = spry_ctx_set_grad(ctx, false);
     int64_t     n    = n_prompt;
@@ -82,7 +109,10 @@ spry_status spry_generate(spry_model *m, spry_ctx *ctx, const int32_t *prompt, i
         memcpy(ids->data, out + start, sizeof(int32_t) * (size_t)T);
         spry_tensor *logits = spry_model_forward(m, ctx, ids);
         if ((st = spry_ctx_status(ctx))) break;
-        int32_t tok = spry_sample((const float *)logits->data + (T - 1) * V, V, p, (uint64_t)n, scratch);
+        float *row = scratch + 3 * V;
+        memcpy(row, (const float *)logits->data + (T - 1) * V, sizeof(float) * (size_t)V);
+        spry_sample_penalize(row, V, out, n, n - n_prompt, p, scratch + 4 * V);
+        int32_t tok = spry_sample(row, V, p, (uint64_t)n, scratch);
         out[n++]    = tok;
         if (tok == stop_id) break;
     }

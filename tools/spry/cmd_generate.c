@@ -1,6 +1,6 @@
 /*
  * cmd_generate.c -- `spry generate`: a prompt in, text out (greedy, temperature, top-k, top-p,
- * seed), streaming the text as it is produced.
+ * min-p, repetition/frequency/presence penalties, seed).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +21,10 @@ static void generate_usage(FILE *f) {
                "  --temperature X     0 = greedy (0.8)\n"
                "  --top-k N           keep the N most likely tokens, 0 = off (40)\n"
                "  --top-p X           nucleus sampling threshold, 1 = off (0.95)\n"
+               "  --min-p X           drop tokens below X times the top probability, 0 = off (0)\n"
+               "  --repetition-penalty X  Hugging Face's repetition penalty over the context, 1 = off (1)\n"
+               "  --frequency-penalty X   OpenAI's frequency penalty over generated tokens (0)\n"
+               "  --presence-penalty X    OpenAI's presence penalty over generated tokens (0)\n"
                "  --seed N            sampling seed (0)\n"
                "  --threads N         threads, 0 = all cores (0)\n");
 }
@@ -28,7 +32,7 @@ static void generate_usage(FILE *f) {
 int spry_cmd_generate(int argc, char **argv) {
     const char *model = NULL, *tok_spec = NULL, *prompt = "The";
     long long   max_new = 100, top_k = 40, seed = 0, threads = 0;
-    double      temperature = 0.8, top_p = 0.95;
+    double      temperature = 0.8, top_p = 0.95, min_p = 0, rep = 1, freq = 0, pres = 0;
     for (int i = 1; i < argc; i += 2) { // every option takes a value
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -50,13 +54,18 @@ int spry_cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "--threads")) threads = strtoll(v, &end, 10);
         else if (!strcmp(a, "--temperature")) temperature = strtod(v, &end);
         else if (!strcmp(a, "--top-p")) top_p = strtod(v, &end);
+        else if (!strcmp(a, "--min-p")) min_p = strtod(v, &end);
+        else if (!strcmp(a, "--repetition-penalty")) rep = strtod(v, &end);
+        else if (!strcmp(a, "--frequency-penalty")) freq = strtod(v, &end);
+        else if (!strcmp(a, "--presence-penalty")) pres = strtod(v, &end);
         else {
             fprintf(stderr, "spry generate: unknown option '%s'\n", a);
             generate_usage(stderr);
             return 2;
         }
         if (end && (*end || max_new < 0 || max_new > 10000000 || top_k < 0 || seed < 0 || threads < 0 || temperature < 0 ||
-                    !(top_p > 0 && top_p <= 1))) {
+                    !(top_p > 0 && top_p <= 1) || !(min_p >= 0 && min_p <= 1) || !(rep > 0) ||
+                    !(freq >= -2 && freq <= 2) || !(pres >= -2 && pres <= 2))) {
             fprintf(stderr, "spry generate: bad value for %s: '%s'\n", a, v);
             return 2;
         }
@@ -106,7 +115,8 @@ int spry_cmd_generate(int argc, char **argv) {
             return 1;
         }
         spry_sample_params sp = {.temperature = (float)temperature, .top_k = top_k, .top_p = (float)top_p,
-                                 .seed = (uint64_t)seed};
+                                 .seed = (uint64_t)seed, .min_p = (float)min_p, .repetition_penalty = (float)rep,
+                                 .frequency_penalty = (float)freq, .presence_penalty = (float)pres};
         spry_ctx *ctx  = spry_ctx_init((size_t)32 << 20, (int)threads);
         int32_t   stop = spry_tokenizer_special_id(tok, "<|endoftext|>");
         spry_status st = spry_generate(m, ctx, ids.ids, ids.n, max_new, stop, &sp, out, &n);
