@@ -68,6 +68,19 @@ static void check_arch(spry_arch arch) {
         CHECK(spry_model_decode(m, ctx, kv, &best, 1, lg) == SPRY_OK);
     }
     CHECK_MSG(same, "arch %d: greedy continuation with the cache differs", (int)arch);
+    // the library loop over the cache gives spry_generate's tokens, also when sampling
+    int32_t out2[40];
+    int64_t n2;
+    CHECK(spry_generate_cached(m, ctx, kv, ids, 7, 20, -1, &g, out2, &n2) == SPRY_OK && n2 == 27);
+    CHECK(!memcmp(out, out2, sizeof(int32_t) * 27));
+    g.temperature = 0.9f, g.top_k = 10, g.seed = 5, g.repetition_penalty = 1.2f;
+    CHECK(spry_generate(m, rc, ids, 7, 12, -1, &g, out, &n_out) == SPRY_OK);
+    CHECK(spry_generate_cached(m, ctx, kv, ids, 7, 12, -1, &g, out2, &n2) == SPRY_OK && n2 == n_out);
+    CHECK_MSG(!memcmp(out, out2, sizeof(int32_t) * (size_t)n_out), "arch %d: sampled tokens differ", (int)arch);
+    CHECK(spry_generate_cached(m, ctx, kv, ids, 7, 30, -1, &g, out2, &n2) == SPRY_ERR_ARG);
+    spry_kv_cache_clear(kv); // refill to 27 positions for the limit checks below
+    CHECK(spry_model_decode(m, ctx, kv, ids, 7, lg) == SPRY_OK);
+    for (int t = 7; t < 27; t++) CHECK(spry_model_decode(m, ctx, kv, &ids[t % 7], 1, lg) == SPRY_OK);
     // limits
     CHECK(kv->n == 27);
     int32_t many[8] = {0};

@@ -36,4 +36,13 @@ void spry_kv_cache_clear(spry_kv_cache *kv);
 spry_status spry_model_decode(spry_model *m, spry_ctx *ctx, spry_kv_cache *kv, const int32_t *ids,
                               int64_t n, float *logits);
 
+// spry_generate (sample.h) over the cache: prefill once, then one token per step, so each new
+// token costs one position instead of the whole window. Same arguments and results as
+// spry_generate while prompt + n_new fits the cache; SPRY_ERR_ARG otherwise. kv is cleared first.
+struct spry_sample_params;
+spry_status spry_generate_cached(spry_model *m, spry_ctx *ctx, spry_kv_cache *kv,
+                                 const int32_t *prompt, int64_t n_prompt, int64_t n_new,
+                                 int32_t stop_id, const struct spry_sample_params *p, int32_t *out,
+                                 int64_t *n_out);
+
 #endif

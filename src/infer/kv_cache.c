@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "spry/ops.h"
+#include "spry/sample.h"
 
 spry_status spry_kv_cache_init(const spry_model *m, int64_t n_ctx, spry_kv_cache **out) {
     *out = NULL;
@@ -132,5 +133,34 @@ spry_status spry_model_decode(spry_model *m, spry_ctx *ctx, spry_kv_cache *kv, c
     }
     if (!st) kv->n += n;
     spry_ctx_set_grad(ctx, grad);
+    return st;
+}
+
+spry_status spry_generate_cached(spry_model *m, spry_ctx *ctx, spry_kv_cache *kv,
+                                 const int32_t *prompt, int64_t n_prompt, int64_t n_new,
+                                 int32_t stop_id, const spry_sample_params *p, int32_t *out,
+                                 int64_t *n_out) {
+    int64_t V = m->cfg.vocab_size;
+    *n_out    = 0;
+    if (n_prompt <= 0) return spry_errorf(SPRY_ERR_ARG, "generate: the prompt is empty");
+    if (n_prompt + n_new > kv->n_ctx)
+        return spry_errorf(SPRY_ERR_ARG, "generate: prompt %lld + %lld new tokens exceed the cache of %lld",
+                           (long long)n_prompt, (long long)n_new, (long long)kv->n_ctx);
+    float *buf = malloc(sizeof(float) * (size_t)(5 * V)); // sampling 3V, logits V, counts V
+    if (!buf) return spry_errorf(SPRY_ERR_NOMEM, "generate: out of memory");
+    spry_kv_cache_clear(kv);
+    memcpy(out, prompt, sizeof(int32_t) * (size_t)n_prompt);
+    int64_t     n  = n_prompt;
+    float      *lg = buf + 3 * V;
+    spry_status st = spry_model_decode(m, ctx, kv, prompt, n_prompt, lg);
+    while (!st && n < n_prompt + n_new) {
+        spry_sample_penalize(lg, V, out, n, n - n_prompt, p, buf + 4 * V);
+        int32_t tok = spry_sample(lg, V, p, (uint64_t)n, buf);
+        out[n++]    = tok;
+        if (tok == stop_id || n == n_prompt + n_new) break;
+        st = spry_model_decode(m, ctx, kv, &tok, 1, lg);
+    }
+    free(buf);
+    *n_out = n;
     return st;
 }

@@ -8,6 +8,7 @@
 
 #include "commands.h"
 #include "spry/hf_checkpoint.h"
+#include "spry/kv_cache.h"
 #include "spry/model.h"
 #include "spry/sample.h"
 #include "spry/tokenizer.h"
@@ -119,7 +120,16 @@ int spry_cmd_generate(int argc, char **argv) {
                                  .frequency_penalty = (float)freq, .presence_penalty = (float)pres};
         spry_ctx *ctx  = spry_ctx_init((size_t)32 << 20, (int)threads);
         int32_t   stop = spry_tokenizer_special_id(tok, "<|endoftext|>");
-        spry_status st = spry_generate(m, ctx, ids.ids, ids.n, max_new, stop, &sp, out, &n);
+        // with a KV cache when the whole text fits the context (one position per new token),
+        // else recomputing a sliding window
+        int64_t        ctx_len = m->cfg.n_positions ? m->cfg.n_positions : ids.n + max_new;
+        spry_kv_cache *kv      = NULL;
+        spry_status    st;
+        if (ids.n + max_new <= ctx_len && spry_kv_cache_init(m, ids.n + max_new, &kv) == SPRY_OK)
+            st = spry_generate_cached(m, ctx, kv, ids.ids, ids.n, max_new, stop, &sp, out, &n);
+        else
+            st = spry_generate(m, ctx, ids.ids, ids.n, max_new, stop, &sp, out, &n);
+        spry_kv_cache_free(kv);
         if (st) {
             fprintf(stderr, "spry generate: %s\n", spry_last_error());
             rc = 1;
