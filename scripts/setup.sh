@@ -3,7 +3,8 @@
 # Idempotent: skips apt when everything is present. Run as root on Debian 12 (or with sudo).
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config libopenblas-dev libdnnl-dev libcjson-dev zlib1g-dev
-      python3 python3-torch python3-numpy libomp-dev clang libclang-rt-14-dev qemu-user)
+      python3 python3-torch python3-numpy libomp-dev clang libclang-rt-14-dev qemu-user
+      openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -55,9 +55,29 @@ static void test_defaults_and_keys(void) {
     CHECK(c.optim.type == SPRY_OPTIM_SGD && c.optim.momentum == 0.9f && c.optim.nesterov && c.bf16);
     spry_ds_config_free(&c);
     // unknown and ignored keys are warnings, not errors
-    CHECK(parse("{\"train_batch_size\": 8, \"zero_optimization\": {\"stage\": 0}, \"bogus\": 1}", 1, &c) == SPRY_OK);
+    CHECK(parse("{\"train_batch_size\": 8, \"wall_clock_breakdown\": true, \"bogus\": 1}", 1, &c) == SPRY_OK);
     CHECK(c.n_warnings == 2);
     spry_ds_config_free(&c);
+    // zero_optimization: DeepSpeed's defaults, the keys spry acts on, warnings, errors
+    CHECK(parse("{\"train_batch_size\": 8}", 1, &c) == SPRY_OK);
+    CHECK(c.zero_stage == 0 && c.reduce_bucket_size == 500000000 && c.allgather_bucket_size == 500000000 && !c.overlap_comm);
+    spry_ds_config_free(&c);
+    CHECK(parse("{\"train_batch_size\": 8, \"zero_optimization\": {\"stage\": 2, \"reduce_bucket_size\": 2e5,"
+                " \"allgather_bucket_size\": 3e5, \"overlap_comm\": true, \"contiguous_gradients\": true}}", 1, &c) == SPRY_OK);
+    CHECK(c.zero_stage == 2 && c.reduce_bucket_size == 200000 && c.allgather_bucket_size == 300000 && c.overlap_comm);
+    CHECK(c.n_warnings == 0);
+    spry_ds_config_free(&c);
+    CHECK(parse("{\"train_batch_size\": 8, \"zero_optimization\": {\"stage\": 1, \"offload_optimizer\": {},"
+                " \"reduce_scatter\": false, \"stagee\": 1}}", 1, &c) == SPRY_OK);
+    CHECK(c.zero_stage == 1 && c.n_warnings == 3);
+    spry_ds_config_free(&c);
+    CHECK(parse("{\"train_batch_size\": 8, \"zero_optimization\": {\"stage\": 3}}", 1, &c) == SPRY_ERR_CONFIG);
+    CHECK(strstr(spry_last_error(), "zero_optimization.stage") && strstr(spry_last_error(), "3"));
+    CHECK(parse("{\"train_batch_size\": 8, \"zero_optimization\": {\"stage\": \"two\"}}", 1, &c) == SPRY_ERR_CONFIG);
+    CHECK(strstr(spry_last_error(), "zero_optimization.stage") && strstr(spry_last_error(), "two"));
+    CHECK(parse("{\"train_batch_size\": 8, \"zero_optimization\": {\"overlap_comm\": 1}}", 1, &c) == SPRY_ERR_CONFIG);
+    CHECK(strstr(spry_last_error(), "zero_optimization.overlap_comm") != NULL);
+    CHECK(parse("{\"train_batch_size\": 8, \"zero_optimization\": [1]}", 1, &c) == SPRY_ERR_CONFIG);
 }
 
 static void test_batch_rule(void) {

@@ -9,7 +9,9 @@
  *   scheduler {type: WarmupLR | WarmupDecayLR | WarmupCosineLR, params: ...} (schedule.h),
  *   gradient_clipping (0 = off), bf16 {enabled}, fp16 {enabled, loss_scale, initial_scale_power,
  *   loss_scale_window, hysteresis, consecutive_hysteresis, min_loss_scale}, steps_per_print,
- *   seed, csv_monitor {enabled, output_path, job_name}.
+ *   seed, csv_monitor {enabled, output_path, job_name},
+ *   zero_optimization {stage: 0 | 1 | 2, reduce_bucket_size (5e8), allgather_bucket_size (5e8),
+ *     overlap_comm (false)} (data_parallel.h; stage 3 and offload are refused / warned about).
  * Unknown keys are warned about by name; keys of DeepSpeed features that spry does not act on
  * are warned about as ignored; a wrong type or value is an error naming the key and the value.
  * Technique sections stay available as JSON (spry_ds_config.root) for the technique registry.
@@ -43,6 +45,10 @@ typedef struct spry_ds_config {
     bool              csv_enabled;
     char              csv_output_path[512]; // ""
     char              csv_job_name[128];    // "DeepSpeedJobName"
+    int               zero_stage;            // zero_optimization.stage (0)
+    int64_t           reduce_bucket_size;    // elements (5e8)
+    int64_t           allgather_bucket_size; // elements (5e8)
+    bool              overlap_comm;          // false
     int               n_warnings;           // unknown/ignored keys reported
     void             *root;                 // the parsed cJSON tree (owned)
 } spry_ds_config;

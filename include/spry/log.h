@@ -15,6 +15,10 @@ typedef enum spry_log_level {
 } spry_log_level;
 
 void spry_log_set_level(spry_log_level level);
+// Rank-aware logging for multi-process jobs: rank 0 logs as usual; another rank writes its errors
+// to stderr prefixed with its rank and everything else to <dir>/rank<R>.log when dir is given
+// (else drops it). Returns 0, or -1 if the file cannot be opened (then only errors are shown).
+int spry_log_set_rank(int rank, const char *dir);
 void spry_log(spry_log_level level, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))

@@ -65,6 +65,10 @@ struct spry_ctx {
     // gradient buffers of intermediate tensors released during backward, reused by size
     struct { size_t bytes; void *data; } grad_pool[64];
     int            n_grad_pool;
+    // called after each node's backward has run (NULL: none); data-parallel training starts the
+    // reduction of a gradient bucket here as soon as its last parameter's gradient is complete
+    void (*on_backward_node)(void *user, const spry_node *n);
+    void *on_backward_user;
 };
 
 // Creates a context with a step arena of initial chunk size arena_bytes. NULL on OOM.

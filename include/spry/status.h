@@ -21,6 +21,7 @@ typedef enum spry_status {
     SPRY_ERR_ARG         = -5,  // a bad argument from the user (CLI, request)
     SPRY_ERR_UNSUPPORTED = -6,  // valid, but not implemented here
     SPRY_ERR_NOT_FOUND   = -7,  // a named tensor/key/file is absent
+    SPRY_ERR_COMM        = -8,  // a collective failed, or another rank of the job failed
 } spry_status;
 
 // Short constant name of a status ("SPRY_ERR_IO"). Never NULL.

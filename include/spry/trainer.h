@@ -17,6 +17,13 @@
  * moment leaves the previous checkpoint loadable, and a resumed run reproduces the loss sequence
  * of an uninterrupted one exactly.
  * The trainer names no technique: techniques register hooks (spry_trainer_add_technique).
+ *
+ * Data parallel (params.comm with several ranks; data_parallel.h): each rank runs the micro-
+ * batches of its rows, gradients are averaged over ranks (allreduce, or reduce-scatter under
+ * ZeRO stage 2), ZeRO stages 1-2 keep optimizer state for one partition per rank. Dropout masks
+ * follow the global micro-batch index, so N ranks with accumulation A train like one process with
+ * accumulation N*A. Rank 0 prints progress and writes metrics and the model; every rank with an
+ * optimizer partition writes it into the same checkpoint directory, which loads at any world size.
  */
 #ifndef SPRY_TRAINER_H
 #define SPRY_TRAINER_H
@@ -24,6 +31,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "spry/comm.h"
 #include "spry/ds_config.h"
 #include "spry/loss_scale.h"
 #include "spry/model.h"
@@ -32,7 +40,10 @@
 
 typedef struct spry_trainer spry_trainer;
 
-// Where batches come from. next fills tokens I32 (B, T+1); state/set_state save and restore the
+// Where batches come from. next fills tokens I32 (B, T+1) with the next global micro-batch:
+// B = micro_batch x world size rows, of which rank r trains on rows [r micro, (r+1) micro) --
+// every rank reads the same stream, so the global batches (and the position saved in a
+// checkpoint) do not depend on the number of ranks. state/set_state save and restore the
 // position as up to 8 integers (for checkpoints). Any callback returning non-OK stops training.
 typedef struct spry_batch_source {
     void *self;
@@ -80,13 +91,16 @@ typedef struct spry_trainer_params {
     int         progress;      // -1 auto (a terminal gets a progress line), 0 log lines, 1 line
     const char *tokenizer;     // tokenizer.json copied into checkpoints (NULL: none)
     int64_t     stop_after;    // stop (without a final save) after this many steps; 0 = off (tests)
+    spry_comm  *comm;          // the job's ranks (not owned); NULL: single process
 } spry_trainer_params;
 
 spry_trainer_params spry_trainer_params_default(void);
 
 // Creates a trainer for model m (not owned) with config cfg (copied; its JSON tree stays owned
 // by the caller) and a batch source. Errors: SPRY_ERR_CONFIG (e.g. seq_len > n_positions),
-// SPRY_ERR_IO (out_dir), SPRY_ERR_NOMEM. *out is NULL on error.
+// SPRY_ERR_IO (out_dir), SPRY_ERR_NOMEM. *out is NULL on error. With several ranks it is
+// collective: ranks check that they agree on the config, steps, sequence length and model size
+// (SPRY_ERR_CONFIG naming the setting otherwise) and take rank 0's initial weights.
 spry_status spry_trainer_init(spry_model *m, const spry_ds_config *cfg, spry_batch_source src,
                               const spry_trainer_params *p, spry_trainer **out);
 void        spry_trainer_free(spry_trainer *tr);
@@ -99,9 +113,10 @@ spry_status spry_trainer_step(spry_trainer *tr, float *loss, bool *skipped);
 // Runs until n_steps (resuming from the current step), printing progress, writing metrics and
 // checkpoints as configured, and saving at the end.
 spry_status spry_trainer_run(spry_trainer *tr);
-// Writes a checkpoint <out_dir>/step_<N> and points <out_dir>/latest at it.
+// Writes a checkpoint <out_dir>/step_<N> and points <out_dir>/latest at it (collective).
 spry_status spry_trainer_save(spry_trainer *tr);
-// Restores the checkpoint <out_dir>/latest (or dir if non-NULL). SPRY_ERR_NOT_FOUND if none.
+// Restores the checkpoint <out_dir>/latest (or dir if non-NULL), saved at any world size and ZeRO
+// stage: each rank reads the optimizer state of its own partition. SPRY_ERR_NOT_FOUND if none.
 spry_status spry_trainer_resume(spry_trainer *tr, const char *dir);
 
 // Read-only accessors for hooks and tools.
@@ -109,5 +124,7 @@ int64_t     spry_trainer_step_index(const spry_trainer *tr);
 double      spry_trainer_lr(const spry_trainer *tr);
 spry_model *spry_trainer_model(spry_trainer *tr);
 spry_ctx   *spry_trainer_ctx(spry_trainer *tr);
+// Elements of optimizer state partition held by this rank (all parameters unless ZeRO >= 1).
+int64_t     spry_trainer_optim_elems(const spry_trainer *tr);
 
 #endif

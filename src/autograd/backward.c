@@ -58,6 +58,7 @@ spry_status spry_backward_with(spry_ctx *ctx, spry_tensor *out, const spry_tenso
         }
         spry_op_run(n, spry_op_defs[n->op]->bwd);
         release_grad(ctx, n->out);
+        if (ctx->on_backward_node) ctx->on_backward_node(ctx->on_backward_user, n);
     }
     return ctx->status;
 }

@@ -18,6 +18,7 @@ const char *spry_status_name(spry_status st) {
     case SPRY_ERR_ARG: return "SPRY_ERR_ARG";
     case SPRY_ERR_UNSUPPORTED: return "SPRY_ERR_UNSUPPORTED";
     case SPRY_ERR_NOT_FOUND: return "SPRY_ERR_NOT_FOUND";
+    case SPRY_ERR_COMM: return "SPRY_ERR_COMM";
     }
     return "SPRY_ERR_UNKNOWN";
 }

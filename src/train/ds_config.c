@@ -27,6 +27,8 @@ void spry_ds_config_default(spry_ds_config *c) {
     c->min_loss_scale      = 1.0;
     c->steps_per_print     = 10;
     c->seed                = 1234;
+    c->reduce_bucket_size    = 500000000;
+    c->allgather_bucket_size = 500000000;
     snprintf(c->csv_job_name, sizeof c->csv_job_name, "DeepSpeedJobName");
 }
 
@@ -255,6 +257,50 @@ static spry_status parse_precision(parser *P, const cJSON *j, spry_ds_config *c)
     return SPRY_OK;
 }
 
+// zero_optimization: stage, buckets, overlap (DeepSpeed's keys and defaults); offload and stage-3
+// tuning keys are accepted with a warning.
+static spry_status parse_zero(parser *P, const cJSON *z, spry_ds_config *c) {
+    SPRY_TRY(check_object(P, z, "zero_optimization"));
+    int64_t stage = 0;
+    SPRY_TRY(get_i64(P, z, "stage", "zero_optimization.stage", &stage, 0, NULL));
+    if (stage > 2)
+        return spry_errorf(SPRY_ERR_CONFIG, "%s: \"zero_optimization.stage\" %lld is not supported (0, 1 or 2)",
+                           P->name, (long long)stage);
+    c->zero_stage = (int)stage;
+    double rb = (double)c->reduce_bucket_size, ab = (double)c->allgather_bucket_size;
+    SPRY_TRY(get_f64(P, z, "reduce_bucket_size", "zero_optimization.reduce_bucket_size", &rb, 1, NULL));
+    SPRY_TRY(get_f64(P, z, "allgather_bucket_size", "zero_optimization.allgather_bucket_size", &ab, 1, NULL));
+    c->reduce_bucket_size = (int64_t)rb, c->allgather_bucket_size = (int64_t)ab;
+    SPRY_TRY(get_bool(P, z, "overlap_comm", "zero_optimization.overlap_comm", &c->overlap_comm));
+    bool rs = true, cg = true, ap = true;
+    SPRY_TRY(get_bool(P, z, "reduce_scatter", "zero_optimization.reduce_scatter", &rs));
+    SPRY_TRY(get_bool(P, z, "contiguous_gradients", "zero_optimization.contiguous_gradients", &cg));
+    SPRY_TRY(get_bool(P, z, "allgather_partitions", "zero_optimization.allgather_partitions", &ap));
+    if (!rs || !ap) {
+        SPRY_LOG_WARN("%s: \"zero_optimization.%s\": false is ignored; spry always %s", P->name,
+                      !rs ? "reduce_scatter" : "allgather_partitions",
+                      !rs ? "reduce-scatters gradients under stage 2" : "all-gathers the partitions");
+        c->n_warnings++;
+    }
+    static const char *const known[] = {"stage", "reduce_bucket_size", "allgather_bucket_size", "overlap_comm",
+                                        "reduce_scatter", "contiguous_gradients", "allgather_partitions",
+                                        "load_from_fp32_weights", "elastic_checkpoint", "round_robin_gradients", NULL};
+    static const char *const ignored[] = {"offload_optimizer", "offload_param", "cpu_offload", "sub_group_size",
+                                          "stage3_max_live_parameters", "stage3_max_reuse_distance",
+                                          "stage3_prefetch_bucket_size", "stage3_param_persistence_threshold",
+                                          "stage3_gather_16bit_weights_on_model_save", "ignore_unused_parameters", NULL};
+    for (const cJSON *it = z ? z->child : NULL; it; it = it->next) {
+        bool k = false, ig = false;
+        for (int i = 0; known[i] && !k; i++) k = !strcmp(it->string, known[i]);
+        for (int i = 0; ignored[i] && !ig; i++) ig = !strcmp(it->string, ignored[i]);
+        if (k) continue;
+        SPRY_LOG_WARN(ig ? "%s: \"zero_optimization.%s\" is not supported yet; ignored"
+                         : "%s: unknown key \"zero_optimization.%s\" ignored", P->name, it->string);
+        c->n_warnings++;
+    }
+    return SPRY_OK;
+}
+
 spry_status spry_ds_config_parse(const char *text, const char *name, int world_size,
                                  spry_ds_config *c) {
     parser P = {.name = name ? name : "config"};
@@ -286,6 +332,8 @@ spry_status spry_ds_config_parse(const char *text, const char *name, int world_s
     if (!st) st = get_bool(&P, csv, "enabled", "csv_monitor.enabled", &c->csv_enabled);
     if (!st) st = get_str(&P, csv, "output_path", "csv_monitor.output_path", c->csv_output_path, sizeof c->csv_output_path);
     if (!st) st = get_str(&P, csv, "job_name", "csv_monitor.job_name", c->csv_job_name, sizeof c->csv_job_name);
+    const cJSON *z = cJSON_GetObjectItemCaseSensitive(j, "zero_optimization");
+    if (!st && z) st = parse_zero(&P, z, c);
     if (st) {
         spry_ds_config_free(c);
         return st;
@@ -293,7 +341,7 @@ spry_status spry_ds_config_parse(const char *text, const char *name, int world_s
     static const char *const known_csv[] = {"enabled", "output_path", "job_name", NULL};
     c->n_warnings += warn_unknown(&P, csv, "csv_monitor", known_csv);
     // DeepSpeed features spry accepts in a config but does not act on here
-    static const char *const ignored[] = {"zero_optimization", "wall_clock_breakdown", "tensorboard", "wandb",
+    static const char *const ignored[] = {"wall_clock_breakdown", "tensorboard", "wandb",
                                           "comms_logger", "activation_checkpointing", "flops_profiler",
                                           "dataloader_drop_last", "prescale_gradients", "gradient_predivide_factor",
                                           "sparse_gradients", "zero_allow_untested_optimizer", "communication_data_type",
@@ -302,7 +350,7 @@ spry_status spry_ds_config_parse(const char *text, const char *name, int world_s
     static const char *const known[] = {"train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
                                         "optimizer", "scheduler", "gradient_clipping", "bf16", "bfloat16", "fp16",
                                         "steps_per_print", "seed", "csv_monitor", "data_efficiency",
-                                        "curriculum_learning", NULL};
+                                        "curriculum_learning", "zero_optimization", NULL};
     for (const cJSON *it = j->child; it; it = it->next) {
         bool is_known = false, is_ignored = false;
         for (int i = 0; known[i] && !is_known; i++) is_known = !strcmp(it->string, known[i]);

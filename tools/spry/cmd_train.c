@@ -1,12 +1,16 @@
 /*
  * cmd_train.c -- `spry train`: train a GPT-2 or BLOOM model on a prepared (.bin/.idx) dataset
- * with a DeepSpeed JSON config; checkpoints, --resume, metrics, progress.
+ * with a DeepSpeed JSON config; checkpoints, --resume, metrics, progress. Under an MPI launcher
+ * (mpirun -n N spry train ...) it trains data-parallel over the N ranks (ZeRO from the config).
+ * A rank that fails during setup makes every rank stop with its message; one that fails while
+ * training stops the job (MPI_Abort) so that no rank waits forever in a collective.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "commands.h"
+#include "spry/comm.h"
 #include "spry/cpu.h"
 #include "spry/ds_config.h"
 #include "spry/gemm.h"
@@ -44,8 +48,13 @@ static void train_usage(FILE *f) {
             "  --tokenizer FILE      tokenizer.json copied into checkpoints (none)\n"
             "  --split S             train/valid/test split of documents (969,30,1)\n"
             "  --eod N               token appended after each document, -1 = none (-1)\n"
-            "  --threads N           threads, 0 = all cores (0)\n"
-            "  --progress auto|line|log  progress display (auto)\n");
+            "  --threads N           threads per rank, 0 = all cores (0)\n"
+            "  --progress auto|line|log  progress display (auto)\n"
+            "  --log-dir DIR         ranks other than 0 write their log to DIR/rank<R>.log (none:\n"
+            "                        they print errors only)\n"
+            "data parallel: mpirun -n N spry train ... runs N ranks; train_batch_size =\n"
+            "  micro batch x gradient_accumulation_steps x N, and zero_optimization.stage 0, 1\n"
+            "  or 2 in the config shards the optimizer state (1) and the gradients (2)\n");
 }
 
 typedef struct loader_src {
@@ -77,9 +86,125 @@ static int parse_i64(const char *opt, const char *v, int64_t lo, int64_t *out) {
     return 0;
 }
 
+typedef struct train_args {
+    const char *data, *config, *out, *init, *model_cfg, *arch, *tokenizer, *split, *progress;
+    int64_t     steps, save_every, layers, embd, heads, vocab, seq, eod, threads;
+    bool        resume;
+} train_args;
+
+// Ends a setup phase: every rank learns whether one failed. The failing rank and rank 0 print
+// the message (others would only repeat it); returns the exit code (0 = go on).
+static int phase(spry_comm *comm, spry_status st) {
+    bool mine = st != SPRY_OK;
+    st        = spry_comm_agree(comm, st, NULL);
+    if (!st) return 0;
+    if (mine || spry_comm_rank(comm) == 0) fprintf(stderr, "spry train: %s\n", spry_last_error());
+    return st == SPRY_ERR_IO || st == SPRY_ERR_COMM ? 1 : 2;
+}
+
+static int run_train(spry_comm *comm, const train_args *A) {
+    int rank = spry_comm_rank(comm), world = spry_comm_size(comm), rc;
+    // the DeepSpeed config (the batch rule takes the world size)
+    spry_ds_config cfg;
+    spry_status    st;
+    if (A->config) {
+        st = spry_ds_config_load(A->config, world, &cfg);
+    } else {
+        char text[1024];
+        snprintf(text, sizeof text, k_default_config, (long long)A->steps,
+                 (long long)(A->steps / 20 > 1 ? A->steps / 20 : 2));
+        st = spry_ds_config_parse(text, "built-in config", world, &cfg);
+    }
+    if ((rc = phase(comm, st))) {
+        if (!st) spry_ds_config_free(&cfg);
+        return rc;
+    }
+    // the model
+    spry_model *m = NULL;
+    if (A->init) {
+        st = spry_model_load_dir(A->init, &m);
+    } else {
+        spry_model_config mc;
+        if (A->model_cfg) {
+            st = spry_model_config_load(A->model_cfg, &mc);
+        } else {
+            mc = spry_model_config_gpt2(A->vocab ? A->vocab : 50257, A->seq, A->embd, A->layers, A->heads);
+            if (!strcmp(A->arch, "bloom")) mc.arch = SPRY_ARCH_BLOOM, mc.n_positions = 0;
+            st = spry_model_config_validate(&mc);
+        }
+        if (!st) st = spry_model_init(&mc, &m);
+        if (!st) spry_model_init_weights(m, cfg.seed);
+    }
+    if ((rc = phase(comm, st))) {
+        spry_model_free(m);
+        spry_ds_config_free(&cfg);
+        return rc;
+    }
+    // the data: every rank reads the global micro-batch (micro x world rows) and keeps its rows
+    spry_loader_params lp = spry_loader_params_default();
+    lp.prefix = A->data, lp.split = A->split, lp.seq_len = A->seq, lp.batch_size = cfg.micro_batch * world;
+    lp.seed = cfg.seed, lp.eod_id = A->eod;
+    loader_src ls = {0};
+    st            = spry_loader_init(&lp, &ls.l);
+    rc            = phase(comm, st) ? 1 : 0;
+    if (!rc && world > 1)
+        rc = phase(comm, spry_comm_same(comm, "the dataset (samples in the split)", spry_loader_n_samples(ls.l)));
+    if (rc) {
+        spry_loader_free(ls.l);
+        spry_model_free(m);
+        spry_ds_config_free(&cfg);
+        return rc;
+    }
+    spry_trainer_params tp = spry_trainer_params_default();
+    tp.out_dir = A->out, tp.n_steps = A->steps, tp.seq_len = A->seq, tp.save_every = A->save_every;
+    tp.n_threads = (int)A->threads, tp.tokenizer = A->tokenizer, tp.comm = comm;
+    tp.progress = !strcmp(A->progress, "auto") ? -1 : !strcmp(A->progress, "line");
+    spry_batch_source src = {.self = &ls, .next = src_next, .get_state = src_get, .set_state = src_set};
+    spry_trainer     *tr  = NULL;
+    // collective: agrees by itself (the failing rank and rank 0 print; the others would repeat it)
+    st = spry_trainer_init(m, &cfg, src, &tp, &tr);
+    if (st) {
+        if (world == 1 || rank == 0 || strncmp(spry_last_error(), "rank ", 5))
+            fprintf(stderr, "spry train: %s\n", spry_last_error());
+        rc = st == SPRY_ERR_IO ? 1 : 2;
+    }
+    if (!st && A->resume && (rc = phase(comm, spry_trainer_resume(tr, NULL)))) st = SPRY_ERR_ARG;
+    if (!st) {
+        if (rank == 0) {
+            printf("spry train: %s %lld layers, width %lld, %lld heads, %lld parameters; seq %lld, batch %lld x %lld x %d; "
+                   "%lld samples/epoch; %s; cpu %s, gemm %s\n",
+                   m->cfg.arch == SPRY_ARCH_GPT2 ? "GPT-2" : "BLOOM", (long long)m->cfg.n_layer, (long long)m->cfg.n_embd,
+                   (long long)m->cfg.n_head, (long long)m->params.n_elem, (long long)A->seq, (long long)cfg.micro_batch,
+                   (long long)cfg.grad_accum, world, (long long)spry_loader_n_samples(ls.l),
+                   cfg.bf16 ? "bf16" : cfg.fp16 ? "fp16" : "fp32", spry_cpu_summary(), spry_gemm_backend());
+            int    nstate = cfg.optim.type == SPRY_OPTIM_SGD ? 1 : 2;
+            double mib    = (double)spry_trainer_optim_elems(tr) * 4.0 * nstate / (1 << 20);
+            printf("spry train: %d rank%s (%s), ZeRO stage %d: optimizer state %.2f MiB per rank (%.2f MiB for the "
+                   "whole model)\n", world, world > 1 ? "s" : "", spry_comm_backend(comm), cfg.zero_stage, mib,
+                   (double)m->params.n_elem * 4.0 * nstate / (1 << 20));
+            fflush(stdout);
+        }
+        st = spry_trainer_run(tr);
+        if (st) {
+            fprintf(stderr, "spry train: %s\n", spry_last_error());
+            // the other ranks may wait in a collective that will never complete: stop the job
+            if (world > 1) spry_comm_abort(comm, 1);
+            rc = 1;
+        } else if (rank == 0) {
+            printf("spry train: done at step %lld; checkpoint in %s/latest, metrics in %s/metrics.jsonl\n",
+                   (long long)spry_trainer_step_index(tr), A->out, A->out);
+        }
+    }
+    spry_trainer_free(tr);
+    spry_loader_free(ls.l);
+    spry_model_free(m);
+    spry_ds_config_free(&cfg);
+    return rc;
+}
+
 int spry_cmd_train(int argc, char **argv) {
     const char *data = NULL, *config = NULL, *out = "runs/train", *init = NULL, *model_cfg = NULL;
-    const char *arch = "gpt2", *tokenizer = NULL, *split = "969,30,1", *progress = "auto";
+    const char *arch = "gpt2", *tokenizer = NULL, *split = "969,30,1", *progress = "auto", *log_dir = NULL;
     int64_t steps = 1000, save_every = 0, layers = 4, embd = 256, heads = 4, vocab = 0, seq = 128;
     int64_t eod = -1, threads = 0;
     bool    resume = false;
@@ -97,7 +222,8 @@ int spry_cmd_train(int argc, char **argv) {
         const char **sv = !strcmp(a, "--data") ? &data : !strcmp(a, "--config") ? &config : !strcmp(a, "--out") ? &out
                         : !strcmp(a, "--init") ? &init : !strcmp(a, "--model-config") ? &model_cfg
                         : !strcmp(a, "--arch") ? &arch : !strcmp(a, "--tokenizer") ? &tokenizer
-                        : !strcmp(a, "--split") ? &split : !strcmp(a, "--progress") ? &progress : NULL;
+                        : !strcmp(a, "--split") ? &split : !strcmp(a, "--progress") ? &progress
+                        : !strcmp(a, "--log-dir") ? &log_dir : NULL;
         int64_t *iv = !strcmp(a, "--steps") ? &steps : !strcmp(a, "--save-every") ? &save_every
                     : !strcmp(a, "--layers") ? &layers : !strcmp(a, "--embd") ? &embd : !strcmp(a, "--heads") ? &heads
                     : !strcmp(a, "--vocab") ? &vocab : !strcmp(a, "--seq") ? &seq : !strcmp(a, "--eod") ? &eod
@@ -130,77 +256,17 @@ int spry_cmd_train(int argc, char **argv) {
         fprintf(stderr, "spry train: --arch must be gpt2 or bloom, got '%s'\n", arch);
         return 2;
     }
-    // the DeepSpeed config
-    spry_ds_config cfg;
-    spry_status    st;
-    if (config) {
-        st = spry_ds_config_load(config, 1, &cfg);
-    } else {
-        char text[1024];
-        snprintf(text, sizeof text, k_default_config, (long long)steps, (long long)(steps / 20 > 1 ? steps / 20 : 2));
-        st = spry_ds_config_parse(text, "built-in config", 1, &cfg);
-    }
+    spry_comm *comm = NULL;
+    spry_status st  = spry_comm_init(false, &comm);
     if (st) {
         fprintf(stderr, "spry train: %s\n", spry_last_error());
-        return st == SPRY_ERR_IO ? 1 : 2;
-    }
-    // the model
-    spry_model *m = NULL;
-    if (init) {
-        st = spry_model_load_dir(init, &m);
-    } else {
-        spry_model_config mc;
-        if (model_cfg) {
-            st = spry_model_config_load(model_cfg, &mc);
-        } else {
-            mc = spry_model_config_gpt2(vocab ? vocab : 50257, seq, embd, layers, heads);
-            if (!strcmp(arch, "bloom")) mc.arch = SPRY_ARCH_BLOOM, mc.n_positions = 0;
-            st = spry_model_config_validate(&mc);
-        }
-        if (!st) st = spry_model_init(&mc, &m);
-        if (!st) spry_model_init_weights(m, cfg.seed);
-    }
-    if (st) {
-        fprintf(stderr, "spry train: %s\n", spry_last_error());
-        spry_ds_config_free(&cfg);
-        return st == SPRY_ERR_IO ? 1 : 2;
-    }
-    // the data
-    spry_loader_params lp = spry_loader_params_default();
-    lp.prefix = data, lp.split = split, lp.seq_len = seq, lp.batch_size = cfg.micro_batch;
-    lp.seed = cfg.seed, lp.eod_id = eod;
-    loader_src ls = {0};
-    st            = spry_loader_init(&lp, &ls.l);
-    if (st) {
-        fprintf(stderr, "spry train: %s\n", spry_last_error());
-        spry_model_free(m);
-        spry_ds_config_free(&cfg);
         return 1;
     }
-    spry_trainer_params tp = spry_trainer_params_default();
-    tp.out_dir = out, tp.n_steps = steps, tp.seq_len = seq, tp.save_every = save_every;
-    tp.n_threads = (int)threads, tp.tokenizer = tokenizer;
-    tp.progress = !strcmp(progress, "auto") ? -1 : !strcmp(progress, "line");
-    spry_batch_source src = {.self = &ls, .next = src_next, .get_state = src_get, .set_state = src_set};
-    spry_trainer     *tr  = NULL;
-    st = spry_trainer_init(m, &cfg, src, &tp, &tr);
-    if (!st && resume) st = spry_trainer_resume(tr, NULL);
-    if (!st) {
-        printf("spry train: %s %lld layers, width %lld, %lld heads, %lld parameters; seq %lld, batch %lld x %lld; "
-               "%lld samples/epoch; %s; cpu %s, gemm %s\n",
-               m->cfg.arch == SPRY_ARCH_GPT2 ? "GPT-2" : "BLOOM", (long long)m->cfg.n_layer, (long long)m->cfg.n_embd,
-               (long long)m->cfg.n_head, (long long)m->params.n_elem, (long long)seq, (long long)cfg.micro_batch,
-               (long long)cfg.grad_accum, (long long)spry_loader_n_samples(ls.l),
-               cfg.bf16 ? "bf16" : cfg.fp16 ? "fp16" : "fp32", spry_cpu_summary(), spry_gemm_backend());
-        fflush(stdout);
-        st = spry_trainer_run(tr);
-    }
-    if (st) fprintf(stderr, "spry train: %s\n", spry_last_error());
-    else printf("spry train: done at step %lld; checkpoint in %s/latest, metrics in %s/metrics.jsonl\n",
-                (long long)spry_trainer_step_index(tr), out, out);
-    spry_trainer_free(tr);
-    spry_loader_free(ls.l);
-    spry_model_free(m);
-    spry_ds_config_free(&cfg);
-    return st ? 1 : 0;
+    int rank = spry_comm_rank(comm), world = spry_comm_size(comm);
+    if (world > 1 && spry_log_set_rank(rank, log_dir))
+        fprintf(stderr, "spry train: rank %d: cannot write its log in %s\n", rank, log_dir);
+    int rc = run_train(comm, &(train_args){data, config, out, init, model_cfg, arch, tokenizer, split, progress,
+                                            steps, save_every, layers, embd, heads, vocab, seq, eod, threads, resume});
+    spry_comm_free(comm);
+    return rc;
 }
