@@ -44,7 +44,7 @@ void spry_comm_free(spry_comm *c);
 
 int         spry_comm_rank(const spry_comm *c);
 int         spry_comm_size(const spry_comm *c);
-// "single" or "mpi (OpenMPI 4.1.4)".
+// "single" or "mpi (Open MPI v4.1.4)".
 const char *spry_comm_backend(const spry_comm *c);
 // Seconds spent inside collectives since the last call (then reset): communication time per step.
 double      spry_comm_take_time(spry_comm *c);
@@ -74,13 +74,15 @@ spry_status spry_comm_iallreduce(spry_comm *c, void *buf, int64_t n, spry_dtype 
 spry_status spry_comm_ireduce_scatter(spry_comm *c, const void *send, void *recv, const int64_t *counts,
                                       spry_dtype dt, spry_reduce_op op, spry_comm_req **req);
 // Drives progress; *done tells whether req completed (it is then freed and must not be reused).
+// On error the request is freed too and *done is true.
 spry_status spry_comm_test(spry_comm_req *req, bool *done);
 // Waits for req and frees it. req may be NULL.
 spry_status spry_comm_wait(spry_comm_req *req);
 
-// Agreement on an outcome: returns the most severe (lowest) status over all ranks, and the rank
-// that had it in *who (NULL allowed). Ranks that were fine get SPRY_ERR_COMM with the message
-// "rank R failed: ..." so that every rank can stop with a message instead of waiting.
+// Agreement on an outcome: every rank returns the most severe (lowest) status over all ranks, and
+// the rank that had it (the lowest such rank) in *who (-1 if all were OK; NULL allowed). A rank
+// that failed keeps its own message; the others get "rank R failed: <R's message>", so every
+// rank can stop with a message instead of waiting in the next collective.
 spry_status spry_comm_agree(spry_comm *c, spry_status local, int *who);
 
 // Checks that every rank has the same value of a setting (a batch size, a config hash, a

@@ -257,7 +257,16 @@ spry_status spry_comm_wait(spry_comm_req *r) {
     return st;
 }
 
+static spry_status agree(spry_comm *c, spry_status local, int *who);
+
 spry_status spry_comm_agree(spry_comm *c, spry_status local, int *who) {
+    double t0 = spry_comm_now();
+    spry_status st = agree(c, local, who);
+    c->comm_s += spry_comm_now() - t0;
+    return st;
+}
+
+static spry_status agree(spry_comm *c, spry_status local, int *who) {
     if (who) *who = local ? c->rank : -1;
     if (c->size == 1) return local;
     // each rank's status in its own slot; the first failing rank speaks for the job
@@ -269,7 +278,7 @@ spry_status spry_comm_agree(spry_comm *c, spry_status local, int *who) {
     spry_status st = c->vt->allreduce(c, all, c->size, SPRY_DTYPE_I64, SPRY_REDUCE_SUM);
     int first = -1;
     for (int r = 0; r < c->size && !st; r++)
-        if (all[r] != 0 && first < 0) first = r;
+        if (all[r] < 0 && (first < 0 || all[r] < all[first])) first = r; // most severe, then lowest rank
     spry_status result = first < 0 ? SPRY_OK : (spry_status)all[first];
     free(all);
     if (st) return st;
@@ -280,7 +289,7 @@ spry_status spry_comm_agree(spry_comm *c, spry_status local, int *who) {
     st = c->vt->broadcast(c, msg, sizeof msg, first);
     if (st) return st;
     msg[sizeof msg - 1] = 0;
-    if (local) return spry_errorf(local, "%s", saved);
+    if (local) return spry_errorf(result, "%s", saved); // the agreed status, this rank's own message
     return spry_errorf(result, "rank %d failed: %s", first, msg);
 }
 

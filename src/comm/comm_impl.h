@@ -41,10 +41,10 @@ struct spry_comm_req {
     double     t_start; // for the time accounting
 };
 
-// The MPI backend: starts MPI when launched under mpirun (returns SPRY_ERR_NOT_FOUND when not
-// launched that way, so the caller falls back to single). Absent without SPRY_HAVE_MPI.
+// The MPI backend: starts MPI (the caller checked that a launcher started this process) and
+// fills c's rank, size, backend name and table. Absent without SPRY_HAVE_MPI.
 spry_status spry_comm_mpi_open(spry_comm *c);
-// Converts element counts to int for MPI; SPRY_ERR_UNSUPPORTED beyond INT_MAX.
+// Monotonic seconds (for the time spent in collectives).
 double spry_comm_now(void);
 
 #endif

@@ -82,11 +82,12 @@ static spry_status m_allgather(spry_comm *c, const void *send, void *recv, const
         displ[r] = (int)off;
         off += counts[r];
     }
-    size_t      es      = spry_dtype_nbytes(dt, 1);
-    const void *own     = (const char *)recv + (size_t)displ[c->rank] * es;
-    const void *sendbuf = send == own ? MPI_IN_PLACE : send;
-    if (!st)
+    if (!st) {
+        size_t      es      = spry_dtype_nbytes(dt, 1);
+        const void *own     = (const char *)recv + (size_t)displ[c->rank] * es;
+        const void *sendbuf = send == own ? MPI_IN_PLACE : send;
         st = mpi_err(MPI_Allgatherv(sendbuf, ic[c->rank], mpi_type(dt), recv, ic, displ, mpi_type(dt), W(c)), "allgather");
+    }
     free(ic);
     return st;
 }
