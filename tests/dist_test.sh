@@ -49,6 +49,7 @@ EOF
 }
 ds z0.json 0; ds z1.json 1 '"overlap_comm": true, "reduce_bucket_size": 30000'
 ds z2.json 2 '"overlap_comm": true, "reduce_bucket_size": 30000'
+mkdir -p logs
 TRAIN=(train --data data --model-config model.json --seq 32 --threads 1 --progress log)
 losses() { grep -o '"loss": [0-9.e+-]*' "$1/metrics.jsonl" | awk '{print $2}'; }
 norms()  { grep -o '"loss": [0-9.e+-]*, "lr": [^,]*, "grad_norm": [0-9.e+-]*' "$1/metrics.jsonl"; }
@@ -64,6 +65,16 @@ MPI 2 "$SPRY" "${TRAIN[@]}" --config z0.json --out r2 --steps 20 >r2.out 2>r2.er
 grep -q "2 ranks" r2.out && ok || bad "2-rank run reports its ranks: $(cat r2.out)"
 [ "$(wc -l < r2/metrics.jsonl)" = 20 ] && ok || bad "rank 0 alone writes metrics.jsonl (20 lines)"
 msg=$(close r1 r2 $LOSS_TOL) && ok || bad "2 ranks vs 1 rank: $msg"; echo "2 ranks vs 1 rank: $msg"
+
+# rank-aware logging: rank 0 prints, rank 1 writes DIR/rank1.log when asked
+sed 's/"seed": 11,/"seed": 11, "bogus_key": 1,/' z0.json > zwarn.json
+MPI 2 "$SPRY" "${TRAIN[@]}" --config zwarn.json --out rw --steps 2 --log-dir logs >rw.out 2>rw.err || bad "2-rank run with --log-dir: $(cat rw.err)"
+[ "$(grep -c 'bogus_key' rw.err)" = 1 ] && ok || bad "the config warning is printed once (rank 0): $(cat rw.err)"
+grep -q "bogus_key" logs/rank1.log 2>/dev/null && ok || bad "rank 1 logs to logs/rank1.log"
+
+# ZeRO on one process is the plain optimizer
+"$SPRY" "${TRAIN[@]}" --config z2.json --out r1z2 --steps 20 >/dev/null 2>&1 || bad "1-rank ZeRO-2 run"
+cmp -s r1/step_20/model.safetensors r1z2/step_20/model.safetensors && ok || bad "1-rank ZeRO-2 == ZeRO-0"
 
 # 2. ZeRO-1 and ZeRO-2 == ZeRO-0, bit for bit
 for z in 1 2; do
