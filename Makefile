@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS  ?= $(shell nproc)
 
-.PHONY: all build run test test-asan test-clang fuzz bench-train bench-data setup clean
+.PHONY: all build run test test-asan test-clang fuzz bench-train bench-data bench-dist setup clean
 
 all: build
 
@@ -42,5 +42,8 @@ clean:
 
 # Data pipeline benchmarks: tokenizer throughput vs gpt-3-encoder, prepare throughput, loader
 # time per batch against a training step.
+bench-dist: build
+	bash bench/dist.sh $(BUILD)
+
 bench-data: build
 	bash bench/data.sh $(BUILD)
