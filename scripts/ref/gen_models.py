@@ -11,7 +11,8 @@ weights are [out, in]), same arithmetic. For each arch it writes DIR/<arch>/:
 
     config.json        Hugging Face style config
     model.safetensors  the initial weights, F32
-    ref.safetensors    tokens, logits, loss, grad.<param>, hidden.*, and a 10-step
+    ref.safetensors    tokens, logits, loss, grad.<param>, hidden.*, greedy (a 4-token prompt and
+                       20 greedy tokens, no cache), and a 10-step
                        AdamW trace (adamw.losses, adamw.grad_norms, adamw.final.<param>)
 
 The weights are initialised in float32 (so model.safetensors is the exact start
@@ -38,6 +39,7 @@ import st  # noqa: E402
 
 SEED = 1234
 B, T = 2, 7
+GREEDY_PROMPT, GREEDY_NEW = 4, 20  # ref["greedy"]: tokens[0, :4] and 20 greedy tokens after it
 ADAMW = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1)
 CLIP = 1.0
 STEPS = 10
@@ -367,6 +369,13 @@ def generate(arch, out_dir):
     loss = lm_loss(logits, tokens[:, 1:])
     loss.backward()
     ref["logits"] = f32(logits)
+    # greedy continuation with the initial weights: the whole sequence at every step (no cache)
+    with torch.no_grad():
+        seq = tokens[0:1, :GREEDY_PROMPT].clone()
+        for _ in range(GREEDY_NEW):
+            nxt = model(seq)[:, -1].argmax(-1, keepdim=True)
+            seq = torch.cat([seq, nxt], dim=1)
+    ref["greedy"] = seq[0].to(torch.int32)
     ref["loss"] = f32(loss.reshape(1))
     for k, v in acts.items():
         ref[k] = f32(v)

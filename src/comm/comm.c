@@ -209,7 +209,9 @@ spry_status spry_comm_iallreduce(spry_comm *c, void *buf, int64_t n, spry_dtype 
     if (n < 0) return spry_errorf(SPRY_ERR_ARG, "comm iallreduce: negative count %lld", (long long)n);
     spry_comm_req *r = req_new(c);
     if (!r) return spry_errorf(SPRY_ERR_NOMEM, "comm: out of memory");
+    double      t0 = spry_comm_now();
     spry_status st = c->vt->iallreduce(c, buf, n, dt, op, r);
+    c->comm_s += spry_comm_now() - t0; // starting may already move most of the data
     if (st) {
         req_free(r);
         return st;
@@ -230,7 +232,9 @@ spry_status spry_comm_ireduce_scatter(spry_comm *c, const void *send, void *recv
         return spry_errorf(SPRY_ERR_NOMEM, "comm: out of memory");
     }
     memcpy(r->counts, counts, sizeof(int64_t) * (size_t)c->size);
+    double      t0 = spry_comm_now();
     spry_status st = c->vt->ireduce_scatter(c, send, recv, dt, op, r);
+    c->comm_s += spry_comm_now() - t0;
     if (st) {
         req_free(r);
         return st;

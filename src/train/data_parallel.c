@@ -130,14 +130,18 @@ static int64_t param_of(const spry_dp *d, const spry_tensor *s) {
     return param_at(d->store, (int64_t)(v - base));
 }
 
-static spry_status start_bucket(spry_dp *d, bucket *bk) {
+// Reduces one bucket: non-blocking during the backward pass (overlap), blocking after it (MPI's
+// blocking collectives pick better algorithms for large messages and need no extra buffers).
+static spry_status start_bucket(spry_dp *d, bucket *bk, bool blocking) {
     bk->started = true;
     float *g    = d->store->grads + bk->lo;
     if (d->p.stage == 2) {
         int64_t lo = bk->lo > d->part[d->rank] ? bk->lo : d->part[d->rank];
         float  *recv = bk->counts[d->rank] ? d->gshard + (lo - d->part[d->rank]) : d->gshard;
+        if (blocking) return spry_comm_reduce_scatter(d->comm, g, recv, bk->counts, SPRY_DTYPE_F32, SPRY_REDUCE_SUM);
         return spry_comm_ireduce_scatter(d->comm, g, recv, bk->counts, SPRY_DTYPE_F32, SPRY_REDUCE_SUM, &bk->req);
     }
+    if (blocking) return spry_comm_allreduce(d->comm, g, bk->hi - bk->lo, SPRY_DTYPE_F32, SPRY_REDUCE_SUM);
     return spry_comm_iallreduce(d->comm, g, bk->hi - bk->lo, SPRY_DTYPE_F32, SPRY_REDUCE_SUM, &bk->req);
 }
 
@@ -161,7 +165,7 @@ static void on_node(void *user, const spry_node *n) {
         int64_t k = param_of(d, n->src[i]);
         if (k < 0 || d->uses[k] <= 0 || --d->uses[k] > 0) continue;
         bucket *bk = &d->buckets[d->bucket_of[k]];
-        if (--bk->pending == 0 && !bk->started) d->hook_st = start_bucket(d, bk);
+        if (--bk->pending == 0 && !bk->started) d->hook_st = start_bucket(d, bk, false);
     }
     if (!d->hook_st) d->hook_st = poll(d);
 }
@@ -190,14 +194,15 @@ spry_status spry_dp_reduce(spry_dp *d, spry_ctx *ctx) {
     if (d->world == 1) return SPRY_OK;
     spry_status st = d->hook_st;
     d->hook_st     = SPRY_OK;
-    // buckets not started during the backward pass (no overlap, or untouched ones) go now
-    for (int64_t b = 0; b < d->n_buckets && !st; b++)
-        if (!d->buckets[b].started) st = start_bucket(d, &d->buckets[b]);
+    // buckets in flight finish first (the same order on every rank), then the ones not started
+    // during the backward pass (no overlap, or never touched) go, blocking
     for (int64_t b = 0; b < d->n_buckets; b++) {
         spry_status w = spry_comm_wait(d->buckets[b].req);
         d->buckets[b].req = NULL;
         if (!st) st = w;
     }
+    for (int64_t b = 0; b < d->n_buckets && !st; b++)
+        if (!d->buckets[b].started) st = start_bucket(d, &d->buckets[b], true);
     SPRY_TRY(st);
     // average: the sum over ranks times 1/world
     float   inv = 1.0f / (float)d->world;

@@ -1,0 +1,104 @@
+/*
+ * engine.h -- the serving engine: many sequences generated together with iteration-level
+ * (continuous) batching over a paged KV cache with prefix caching (Orca, OSDI'22; vLLM, SOSP'23).
+ *
+ * A request (prompt ids, sampling parameters, max_tokens) is queued by spry_engine_submit from
+ * any thread. spry_engine_step, called in a loop by one thread, runs one model iteration:
+ *   1. every running sequence that is generating gets one new token (decode first);
+ *   2. sequences still reading their prompt get a chunk of it, then waiting requests are admitted
+ *      in arrival order (FCFS), while the step's token budget, max_seqs and free KV blocks allow;
+ *      a prompt whose leading full blocks were computed before (same tokens) reuses those blocks;
+ *   3. one forward pass over all those tokens (token-wise matrices batched, attention per
+ *      sequence through its block table), logits only where a token is sampled;
+ *   4. sampling, then the callback of each sequence with its new token; finished sequences (stop
+ *      id, max_tokens, context full, cancelled) free their blocks.
+ * When a decoding sequence needs a block and none is free, the most recently admitted sequence
+ * is preempted: its blocks are freed and it waits at the head of the queue to be recomputed.
+ *
+ * Results do not depend on the batch: each row of every matrix product, each attention row and
+ * each sampled token is computed the same way whatever else runs in the step, so N concurrent
+ * greedy requests produce exactly the tokens of N sequential ones.
+ */
+#ifndef SPRY_ENGINE_H
+#define SPRY_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "spry/model.h"
+#include "spry/sample.h"
+#include "spry/status.h"
+
+typedef struct spry_engine spry_engine;
+
+typedef struct spry_engine_params {
+    int64_t n_ctx;            // tokens per sequence, prompt + generated (0: n_positions, or 2048 for BLOOM)
+    int64_t block_tokens;     // tokens per KV block (16)
+    int64_t n_blocks;         // KV blocks in the pool (0: enough for max_seqs full contexts)
+    int     max_seqs;         // sequences running at once (32)
+    int64_t max_batch_tokens; // tokens per step: decode tokens + prompt chunks (512)
+    bool    prefix_cache;     // reuse computed full blocks of identical prompt prefixes (true)
+    int     n_threads;        // 0: all cores
+} spry_engine_params;
+
+spry_engine_params spry_engine_params_default(void);
+
+typedef enum spry_finish {
+    SPRY_FINISH_NONE = 0, // more tokens follow
+    SPRY_FINISH_STOP,     // a stop id was sampled (it is delivered with this reason)
+    SPRY_FINISH_LENGTH,   // max_tokens reached, or the context is full
+    SPRY_FINISH_CANCELLED,
+    SPRY_FINISH_ERROR,    // the step failed; token is -1
+} spry_finish;
+
+// Called on the stepping thread for every generated token (token -1 with CANCELLED/ERROR).
+// The callback may call spry_engine_cancel; it must not call spry_engine_step.
+typedef void (*spry_token_fn)(void *user, int64_t req_id, int32_t token, spry_finish finish);
+
+typedef struct spry_request {
+    const int32_t     *prompt;    // (n_prompt) ids, copied by submit
+    int64_t            n_prompt;
+    int64_t            max_tokens; // tokens to generate at most (>= 1)
+    spry_sample_params sample;     // temperature, top_k, top_p, min_p, penalties, seed
+    const int32_t     *stop_ids;   // generation ends after any of these (may be NULL)
+    int                n_stop_ids;
+    spry_token_fn      on_token;
+    void              *user;
+} spry_request;
+
+typedef struct spry_engine_stats {
+    int64_t running, waiting;            // sequences now
+    int64_t kv_blocks_used, kv_blocks_total, kv_blocks_cached; // cached: free but holding a prefix
+    int64_t prompt_tokens, generated_tokens;                   // totals since init
+    int64_t prefix_queries, prefix_hits;                       // in blocks
+    int64_t preemptions, requests_finished, steps;
+} spry_engine_stats;
+
+// An engine over model m (not owned; f32 weights of a training/HF model). SPRY_ERR_ARG for bad
+// params (the message names the field and value), SPRY_ERR_NOMEM for the KV pool. *out NULL on error.
+spry_status spry_engine_init(spry_model *m, const spry_engine_params *p, spry_engine **out);
+// Frees the engine; pending requests are dropped without callbacks.
+void spry_engine_free(spry_engine *e);
+
+// Queues a request; *id identifies it in callbacks. Thread safe. SPRY_ERR_ARG (nothing queued)
+// for an empty prompt, an id out of the vocabulary, max_tokens < 1, or prompt + max_tokens above
+// n_ctx (the message gives both numbers, as OpenAI's "maximum context length" error does).
+spry_status spry_engine_submit(spry_engine *e, const spry_request *r, int64_t *id);
+// Cancels a request (waiting or running): its callback gets CANCELLED at the next step and its
+// blocks are freed. Thread safe; unknown or finished ids are ignored.
+void spry_engine_cancel(spry_engine *e, int64_t id);
+// One iteration (see above). *busy is true while requests are running or waiting. Errors
+// (SPRY_ERR_NOMEM) finish the affected requests with SPRY_FINISH_ERROR.
+spry_status spry_engine_step(spry_engine *e, bool *busy);
+// Blocks until a request is queued or `seconds` pass (for an idle stepping loop). Thread safe.
+void spry_engine_wait_work(spry_engine *e, double seconds);
+// A snapshot of the counters. Thread safe.
+void spry_engine_stats_get(spry_engine *e, spry_engine_stats *s);
+// Logits (n, V) of every position of ids (n <= n_ctx) through the engine's own forward pass and
+// KV blocks (prefill with logits everywhere): for tests, evaluation and scoring. Not while
+// another thread steps. SPRY_ERR_ARG for bad ids or n; SPRY_ERR_NOMEM when no blocks are free.
+spry_status spry_engine_score(spry_engine *e, const int32_t *ids, int64_t n, float *logits);
+// The model's context as the engine sees it (n_ctx).
+int64_t spry_engine_n_ctx(const spry_engine *e);
+
+#endif
