@@ -116,7 +116,7 @@ static double ring_model(int N, double alpha, double bw, double bytes) {
 
 int main(int argc, char **argv) {
     int64_t elems = 30044544, min_bytes = 4 * KIB, max_bytes = 256 * MIB, reps_opt = 0;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { // options come in pairs (--help returns)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
@@ -130,7 +130,6 @@ int main(int argc, char **argv) {
             return 2;
         }
         if (parse_i64(a, v, iv == &elems || iv == &reps_opt ? 0 : 4, iv)) return 2;
-        i++;
     }
     if (min_bytes % 4 || max_bytes < min_bytes || elems > ((int64_t)1 << 30)) {
         fprintf(stderr, "bench_comm: need 4 | --min-bytes <= --max-bytes and --elems <= 2^30\n");

@@ -1,0 +1,129 @@
+/*
+ * bench_infer.c -- prompt processing and generation speed of the serving engine (engine.h) on
+ * GPT-2 124M shapes with random weights, batch 1, llama-bench's pp/tg convention:
+ *   pp<N>: one prefill of N prompt tokens (logits of the last only), tokens/s, median of 5 runs;
+ *   tg<N>: N tokens generated greedily after a 1-token prompt, tokens/s, median of 3 runs.
+ * Also measures this machine's memory read bandwidth (a streaming sum over 512 MiB with the same
+ * threads, best of 5) and prints the decode bound: read bandwidth / bytes of weights read per
+ * token (every matrix once, the LM head included; embeddings are one row).
+ *
+ *   bench_infer [--pp 256] [--tg 128] [--threads 2] [--layers 12] [--embd 768] [--heads 12]
+ * prints one line: SPRY format=f32 pp<N>_tokens_per_s=.. tg<N>_tokens_per_s=.. weight_mb=..
+ *                  read_gbs=.. tg_bound_tokens_per_s=..
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "spry/engine.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    return v[n / 2];
+}
+
+// Bytes per second of a streaming read over 512 MiB (sum of floats, n threads), best of 5.
+static double read_bandwidth(int threads) {
+    size_t n   = (size_t)128 << 20;
+    float *buf = malloc(n * sizeof(float));
+    if (!buf) return 0;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 7);
+    double best = 0, sink = 0;
+    for (int rep = 0; rep < 5; rep++) {
+        double t0 = now(), s = 0;
+#pragma omp parallel for num_threads(threads) reduction(+ : s) schedule(static)
+        for (size_t i = 0; i < n; i++) s += buf[i];
+        double t = now() - t0;
+        sink += s;
+        if ((double)(n * sizeof(float)) / t > best) best = (double)(n * sizeof(float)) / t;
+    }
+    free(buf);
+    return sink >= 0 ? best : 0;
+}
+
+static void on_token(void *user, int64_t id, int32_t token, spry_finish f) {
+    (void)id, (void)token;
+    if (f != SPRY_FINISH_NONE) *(int *)user = 1;
+}
+
+static double run_once(spry_engine *e, const int32_t *prompt, int64_t n_prompt, int64_t n_new) {
+    int          done = 0;
+    spry_request q    = {.prompt = prompt, .n_prompt = n_prompt, .max_tokens = n_new, .on_token = on_token, .user = &done};
+    q.sample             = spry_sample_params_default();
+    q.sample.temperature = 0;
+    int64_t id;
+    if (spry_engine_submit(e, &q, &id)) return -1;
+    double t0   = now();
+    bool   busy = true;
+    while (busy && !done)
+        if (spry_engine_step(e, &busy)) return -1;
+    return now() - t0;
+}
+
+int main(int argc, char **argv) {
+    int64_t pp = 256, tg = 128, L = 12, C = 768, H = 12;
+    int     threads = 2;
+    for (int i = 1; i < argc; i += 2) { // options come in pairs
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
+        if (!strcmp(a, "--pp")) pp = atoll(v);
+        else if (!strcmp(a, "--tg")) tg = atoll(v);
+        else if (!strcmp(a, "--threads")) threads = atoi(v);
+        else if (!strcmp(a, "--layers")) L = atoll(v);
+        else if (!strcmp(a, "--embd")) C = atoll(v);
+        else if (!strcmp(a, "--heads")) H = atoll(v);
+        else {
+            fprintf(stderr, "usage: bench_infer [--pp 256] [--tg 128] [--threads 2] [--layers 12] [--embd 768] "
+                            "[--heads 12]\n");
+            return 2;
+        }
+    }
+    omp_set_num_threads(threads);
+    spry_model_config c = spry_model_config_gpt2(50257, 1024, C, L, H);
+    spry_model       *m;
+    if (spry_model_init(&c, &m)) {
+        fprintf(stderr, "bench_infer: %s\n", spry_last_error());
+        return 1;
+    }
+    spry_model_init_weights(m, 1);
+    spry_engine_params p = spry_engine_params_default();
+    p.n_ctx = 1024, p.max_seqs = 1, p.max_batch_tokens = pp, p.n_threads = threads, p.prefix_cache = false;
+    p.n_blocks = 1024 / p.block_tokens;
+    spry_engine *e;
+    if (spry_engine_init(m, &p, &e)) {
+        fprintf(stderr, "bench_infer: %s\n", spry_last_error());
+        return 1;
+    }
+    int32_t *prompt = malloc(sizeof(int32_t) * (size_t)pp);
+    for (int64_t i = 0; i < pp; i++) prompt[i] = (int32_t)((i * 7919) % 50257);
+    double tp[5], tt[3];
+    run_once(e, prompt, pp, 1); // warm-up
+    for (int r = 0; r < 5; r++) tp[r] = run_once(e, prompt, pp, 1);
+    run_once(e, prompt, 1, tg);
+    for (int r = 0; r < 3; r++) tt[r] = run_once(e, prompt, 1, tg);
+    // weights read per generated token: every layer matrix and the LM head (f32)
+    double wbytes = 4.0 * (double)(L * (3 * C * C + C * C + 8 * C * C) + 50257 * C);
+    double bw     = read_bandwidth(threads);
+    printf("SPRY format=f32 pp%lld_tokens_per_s=%.1f tg%lld_tokens_per_s=%.2f weight_mb=%.1f read_gbs=%.2f "
+           "tg_bound_tokens_per_s=%.2f threads=%d\n",
+           (long long)pp, (double)pp / median(tp, 5), (long long)tg, (double)tg / median(tt, 3), wbytes / 1e6,
+           bw / 1e9, bw / wbytes, threads);
+    spry_engine_free(e);
+    spry_model_free(m);
+    free(prompt);
+    return 0;
+}
