@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS  ?= $(shell nproc)
 
-.PHONY: all build run test test-asan test-clang fuzz bench-train bench-data bench-dist setup clean
+.PHONY: all build run test test-asan test-clang fuzz bench-train bench-data bench-dist bench-infer setup clean
 
 all: build
 
@@ -42,6 +42,9 @@ clean:
 
 # Data pipeline benchmarks: tokenizer throughput vs gpt-3-encoder, prepare throughput, loader
 # time per batch against a training step.
+bench-infer: build
+	bash bench/infer.sh $(BUILD)
+
 bench-dist: build
 	bash bench/dist.sh $(BUILD)
 

@@ -3,21 +3,24 @@
  * GPT-2 124M shapes with random weights, batch 1, llama-bench's pp/tg convention:
  *   pp<N>: one prefill of N prompt tokens (logits of the last only), tokens/s, median of 5 runs;
  *   tg<N>: N tokens generated greedily after a 1-token prompt, tokens/s, median of 3 runs.
- * Also measures this machine's memory read bandwidth (a streaming sum over 512 MiB with the same
- * threads, best of 5) and prints the decode bound: read bandwidth / bytes of weights read per
+ * Also measures this machine's memory read bandwidth (a streaming AVX-512 sum over 1 GiB with the
+ * same threads, best of 12) and prints the decode bound: read bandwidth / bytes of weights read per
  * token (every matrix once, the LM head included; embeddings are one row).
  *
- *   bench_infer [--pp 256] [--tg 128] [--threads 2] [--layers 12] [--embd 768] [--heads 12]
- * prints one line: SPRY format=f32 pp<N>_tokens_per_s=.. tg<N>_tokens_per_s=.. weight_mb=..
+ *   bench_infer [--format f32|bf16|f16|q8_0|q4_0] [--pp 256] [--tg 128] [--threads 2]
+ *               [--layers 12] [--embd 768] [--heads 12]
+ * prints one line: SPRY format=<f> pp<N>_tokens_per_s=.. tg<N>_tokens_per_s=.. weight_mb=..
  *                  read_gbs=.. tg_bound_tokens_per_s=..
  */
 #define _POSIX_C_SOURCE 200809L
+#include <immintrin.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "spry/cpu.h"
 #include "spry/engine.h"
 
 static double now(void) {
@@ -36,21 +39,45 @@ static double median(double *v, int n) {
     return v[n / 2];
 }
 
-// Bytes per second of a streaming read over 512 MiB (sum of floats, n threads), best of 5.
+// Sum of p[0..n) with 8 independent AVX-512 accumulators: a load-bound loop (n % 128 == 0).
+__attribute__((target("avx512f"))) static float sum_avx512(const float *p, size_t n) {
+    __m512 a[8];
+    for (int k = 0; k < 8; k++) a[k] = _mm512_setzero_ps();
+    for (size_t i = 0; i < n; i += 128)
+        for (int k = 0; k < 8; k++) a[k] = _mm512_add_ps(a[k], _mm512_loadu_ps(p + i + 16 * k));
+    for (int k = 1; k < 8; k++) a[0] = _mm512_add_ps(a[0], a[k]);
+    return _mm512_reduce_add_ps(a[0]);
+}
+
+static float sum_scalar(const float *p, size_t n) {
+    float a[8] = {0};
+    for (size_t i = 0; i < n; i += 8)
+        for (int k = 0; k < 8; k++) a[k] += p[i + k];
+    return a[0] + a[1] + a[2] + a[3] + a[4] + a[5] + a[6] + a[7];
+}
+
+// Bytes per second of a streaming read over 1 GiB (each thread sums its half with independent
+// vector accumulators, so loads, not adds, bound it), best of 12.
 static double read_bandwidth(int threads) {
-    size_t n   = (size_t)128 << 20;
+    size_t n   = (size_t)256 << 20;
     float *buf = malloc(n * sizeof(float));
     if (!buf) return 0;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 7);
+    bool   avx = spry_cpu_detect().avx512f;
     double best = 0, sink = 0;
-    for (int rep = 0; rep < 5; rep++) {
+    for (int rep = 0; rep < 12; rep++) {
         double t0 = now(), s = 0;
-#pragma omp parallel for num_threads(threads) reduction(+ : s) schedule(static)
-        for (size_t i = 0; i < n; i++) s += buf[i];
+#pragma omp parallel num_threads(threads) reduction(+ : s)
+        {
+            int    t = omp_get_thread_num(), nt = omp_get_num_threads();
+            size_t chunk = n / (size_t)nt / 128 * 128, lo = (size_t)t * chunk;
+            s += avx ? sum_avx512(buf + lo, chunk) : sum_scalar(buf + lo, chunk);
+        }
         double t = now() - t0;
         sink += s;
-        if ((double)(n * sizeof(float)) / t > best) best = (double)(n * sizeof(float)) / t;
+        double bw = (double)(n / (size_t)threads / 128 * 128 * (size_t)threads * sizeof(float)) / t;
+        if (bw > best) best = bw;
     }
     free(buf);
     return sink >= 0 ? best : 0;
@@ -78,6 +105,7 @@ static double run_once(spry_engine *e, const int32_t *prompt, int64_t n_prompt, 
 int main(int argc, char **argv) {
     int64_t pp = 256, tg = 128, L = 12, C = 768, H = 12;
     int     threads = 2;
+    int     fmt     = SPRY_WFMT_F32;
     for (int i = 1; i < argc; i += 2) { // options come in pairs
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
         if (!strcmp(a, "--pp")) pp = atoll(v);
@@ -86,9 +114,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--layers")) L = atoll(v);
         else if (!strcmp(a, "--embd")) C = atoll(v);
         else if (!strcmp(a, "--heads")) H = atoll(v);
+        else if (!strcmp(a, "--format") && spry_wfmt_from_name(v) >= 0) fmt = spry_wfmt_from_name(v);
         else {
-            fprintf(stderr, "usage: bench_infer [--pp 256] [--tg 128] [--threads 2] [--layers 12] [--embd 768] "
-                            "[--heads 12]\n");
+            fprintf(stderr, "usage: bench_infer [--format f32|bf16|f16|q8_0|q4_0 (f32)] [--pp 256] [--tg 128] "
+                            "[--threads 2] [--layers 12] [--embd 768] [--heads 12]\n");
             return 2;
         }
     }
@@ -102,7 +131,7 @@ int main(int argc, char **argv) {
     spry_model_init_weights(m, 1);
     spry_engine_params p = spry_engine_params_default();
     p.n_ctx = 1024, p.max_seqs = 1, p.max_batch_tokens = pp, p.n_threads = threads, p.prefix_cache = false;
-    p.n_blocks = 1024 / p.block_tokens;
+    p.n_blocks = 1024 / p.block_tokens, p.weight_format = (spry_wfmt)fmt;
     spry_engine *e;
     if (spry_engine_init(m, &p, &e)) {
         fprintf(stderr, "bench_infer: %s\n", spry_last_error());
@@ -115,12 +144,13 @@ int main(int argc, char **argv) {
     for (int r = 0; r < 5; r++) tp[r] = run_once(e, prompt, pp, 1);
     run_once(e, prompt, 1, tg);
     for (int r = 0; r < 3; r++) tt[r] = run_once(e, prompt, 1, tg);
-    // weights read per generated token: every layer matrix and the LM head (f32)
-    double wbytes = 4.0 * (double)(L * (3 * C * C + C * C + 8 * C * C) + 50257 * C);
+    // weights read per generated token: every layer matrix and the LM head, in the format
+    double wbytes = (double)spry_wfmt_row_bytes((spry_wfmt)fmt, C) * (double)(L * (3 * C + C + 4 * C) + 50257) +
+                    (double)spry_wfmt_row_bytes((spry_wfmt)fmt, 4 * C) * (double)(L * C);
     double bw     = read_bandwidth(threads);
-    printf("SPRY format=f32 pp%lld_tokens_per_s=%.1f tg%lld_tokens_per_s=%.2f weight_mb=%.1f read_gbs=%.2f "
+    printf("SPRY format=%s pp%lld_tokens_per_s=%.1f tg%lld_tokens_per_s=%.2f weight_mb=%.1f read_gbs=%.2f "
            "tg_bound_tokens_per_s=%.2f threads=%d\n",
-           (long long)pp, (double)pp / median(tp, 5), (long long)tg, (double)tg / median(tt, 3), wbytes / 1e6,
+           spry_wfmt_name((spry_wfmt)fmt), (long long)pp, (double)pp / median(tp, 5), (long long)tg, (double)tg / median(tt, 3), wbytes / 1e6,
            bw / 1e9, bw / wbytes, threads);
     spry_engine_free(e);
     spry_model_free(m);

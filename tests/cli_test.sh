@@ -20,7 +20,7 @@ printf '{"text": "a json line document"}\n{"text": "another one"}\n' > "$TMP/cor
 
 # help and usage
 "$SPRY" --help | grep -q "prepare" && ok || bad "spry --help lists prepare"
-for c in demo prepare tokenizer tokenize train eval generate plot; do
+for c in demo prepare tokenizer tokenize train eval generate plot convert quantize; do
     "$SPRY" $c --help >/dev/null 2>&1 && ok || bad "spry $c --help exits 0"
 done
 "$SPRY" demo --help | grep -q -- "--steps N .*(300)" && ok || bad "demo --help lists defaults"
@@ -89,6 +89,21 @@ out2=$("$SPRY" generate --model "$TMP/run/step_14" --prompt "The river" --max-ne
 expect 2 "bad value for --top-p" "$SPRY" generate --model "$TMP/run/step_14" --top-p 2
 expect 0 "The river" "$SPRY" generate --model "$TMP/run/step_14" --prompt "The river" --max-new 8 --min-p 0.1 --repetition-penalty 1.3 --frequency-penalty 0.5 --presence-penalty 0.2 --seed 4
 expect 2 "bad value for --repetition-penalty" "$SPRY" generate --model "$TMP/run/step_14" --repetition-penalty 0
+# convert / quantize: HF dir -> GGUF (with the tokenizer keys) -> HF dir; generation is unchanged
+"$SPRY" convert --help | grep -q -- "--type T .*(f32)" && ok || bad "convert --help lists defaults"
+expect 0 "as f32" "$SPRY" convert --model "$TMP/run/step_14" --out "$TMP/m.gguf"
+expect 0 "-> $TMP/back" "$SPRY" convert --model "$TMP/m.gguf" --out "$TMP/back"
+cp "$TMP/run/step_14/tokenizer.json" "$TMP/back/"
+out3=$("$SPRY" generate --model "$TMP/back" --prompt "The river" --max-new 8 --temperature 0 2>&1)
+[ "$out3" = "$out" ] && ok || bad "GGUF round trip changes generation: '$out3' vs '$out'"
+expect 0 "as q4_0" "$SPRY" quantize --model "$TMP/run/step_14" --out "$TMP/q4.gguf" --type q4_0
+expect 0 "as q8_0" "$SPRY" quantize --model "$TMP/m.gguf" --out "$TMP/q8.gguf"
+expect 2 "--type must be q8_0 or q4_0" "$SPRY" quantize --model "$TMP/m.gguf" --out "$TMP/x.gguf" --type f16
+expect 2 "must name a .gguf file" "$SPRY" quantize --model "$TMP/m.gguf" --out "$TMP/x"
+head -c 100 "$TMP/m.gguf" > "$TMP/trunc.gguf"
+expect 2 "trunc.gguf" "$SPRY" convert --model "$TMP/trunc.gguf" --out "$TMP/x"
+expect 1 "config.json" "$SPRY" convert --model "$TMP/nomodel" --out "$TMP/x.gguf"
+
 expect 0 "wrote" "$SPRY" plot --out "$TMP/plot.svg" "$TMP/run"
 grep -q "<svg" "$TMP/plot.svg" && grep -q "polyline" "$TMP/plot.svg" && ok || bad "plot is an SVG with curves"
 expect 1 "cannot read" "$SPRY" plot --out "$TMP/p2.svg" "$TMP/norun"

@@ -18,6 +18,9 @@
  *   - stop ids end a request with STOP; max_tokens with LENGTH;
  *   - errors: prompt + max_tokens above n_ctx (OpenAI's wording), empty prompt, unknown token,
  *     bad engine parameters -- each SPRY_ERR_ARG with a message, nothing queued.
+ * Weight formats (a GPT-2 of width 64 with init std 0.2, so logits are far from uniform):
+ *   - bf16, f16, Q8_0, Q4_0: logits over 40 positions within a mean KL(f32 || format) of
+ *     KL_MAX[fmt] of the f32 engine's, and 8 concurrent requests == the same requests run alone.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -293,12 +296,90 @@ static void test_batching(spry_arch arch) {
     spry_model_free(m);
 }
 
+/* ---- weight formats ---------------------------------------------------------------------------- */
+
+static double mean_kl(const float *p_logits, const float *q_logits, int64_t n, int64_t V) {
+    double total = 0;
+    for (int64_t r = 0; r < n; r++) {
+        const float *a = p_logits + r * V, *b = q_logits + r * V;
+        double       ma = -INFINITY, mb = -INFINITY, sa = 0, sb = 0, kl = 0;
+        for (int64_t i = 0; i < V; i++) ma = fmax(ma, a[i]), mb = fmax(mb, b[i]);
+        for (int64_t i = 0; i < V; i++) sa += exp(a[i] - ma), sb += exp(b[i] - mb);
+        for (int64_t i = 0; i < V; i++) {
+            double pa = exp(a[i] - ma) / sa, lpa = a[i] - ma - log(sa), lpb = b[i] - mb - log(sb);
+            kl += pa * (lpa - lpb);
+        }
+        total += kl;
+    }
+    return total / (double)n;
+}
+
+static void test_formats(void) {
+    // f32 bf16 f16 q8_0 q4_0: measured 0, 2.8e-5, 4.6e-7, 5.9e-4, 8.0e-2 (Q4_0 steps are 16x coarser
+    // than Q8_0, so ~250x the KL); the bounds leave 2-4x room
+    static const double KL_MAX[SPRY_WFMT_COUNT] = {0, 1e-4, 2e-6, 2e-3, 0.2};
+    spry_model_config   c = spry_model_config_gpt2(97, 64, 64, 2, 4);
+    c.init_std            = 0.2f;
+    spry_model *m;
+    CHECK(spry_model_init(&c, &m) == SPRY_OK);
+    spry_model_init_weights(m, 3);
+    int32_t ids[40];
+    for (int t = 0; t < 40; t++) ids[t] = (int32_t)((t * 37 + 11) % 97);
+    float *ref = malloc(sizeof(float) * 40 * 97), *got = malloc(sizeof(float) * 40 * 97);
+    spry_engine_params p = spry_engine_params_default();
+    p.n_ctx = 64, p.block_tokens = 8, p.n_threads = 2, p.max_batch_tokens = 16;
+    for (int f = 0; f < SPRY_WFMT_COUNT; f++) {
+        p.weight_format = (spry_wfmt)f;
+        spry_engine *e;
+        CHECK_MSG(spry_engine_init(m, &p, &e) == SPRY_OK, "%s: %s", spry_wfmt_name(f), spry_last_error());
+        CHECK(spry_engine_score(e, ids, 40, f ? got : ref) == SPRY_OK);
+        spry_engine_free(e);
+        double kl = f ? mean_kl(ref, got, 40, 97) : 0;
+        CHECK_MSG(kl <= KL_MAX[f], "%s: mean KL %.3g > %.3g", spry_wfmt_name(f), kl, KL_MAX[f]);
+        // batch invariance in this format
+        result alone[NREQ], res[NREQ];
+        memset(alone, 0, sizeof alone);
+        spry_engine_params q = p;
+        q.n_ctx              = 48;
+        for (int i = 0; i < NREQ; i++) {
+            int32_t      prompts[NREQ * 32];
+            sink         k = {alone + i, 0};
+            spry_engine *e1;
+            CHECK(spry_engine_init(m, &q, &e1) == SPRY_OK);
+            spry_request r = make_req(i, prompts, &k);
+            int64_t      id;
+            CHECK(spry_engine_submit(e1, &r, &id) == SPRY_OK);
+            run_all(e1);
+            spry_engine_free(e1);
+        }
+        spry_engine_stats st;
+        run_batch(m, q, res, &st);
+        int same = 1;
+        for (int i = 0; i < NREQ; i++)
+            same = same && res[i].n == alone[i].n && !memcmp(res[i].tok, alone[i].tok, sizeof(int32_t) * (size_t)res[i].n);
+        CHECK_MSG(same, "%s: concurrent requests differ from sequential ones", spry_wfmt_name(f));
+        printf("%s weights: mean KL vs f32 %.2e (bound %.0e); %d concurrent == sequential\n", spry_wfmt_name(f), kl,
+               KL_MAX[f], NREQ);
+    }
+    // widths that are not multiples of 32 cannot be Q8_0
+    spry_model_config c2 = spry_model_config_gpt2(97, 48, 30, 1, 3);
+    spry_model       *m2;
+    CHECK(spry_model_init(&c2, &m2) == SPRY_OK);
+    spry_engine *e2;
+    p.weight_format = SPRY_WFMT_Q8_0, p.n_ctx = 48;
+    CHECK(spry_engine_init(m2, &p, &e2) == SPRY_ERR_ARG && e2 == NULL && strstr(spry_last_error(), "multiples of 32"));
+    spry_model_free(m2);
+    free(ref), free(got);
+    spry_model_free(m);
+}
+
 int main(void) {
     const char *build = getenv("SPRY_BUILD_DIR");
     char        dir[1024];
     snprintf(dir, sizeof dir, "%s/ref", build ? build : "build");
     test_batching(SPRY_ARCH_GPT2);
     test_batching(SPRY_ARCH_BLOOM);
+    test_formats();
     char probe[1100];
     snprintf(probe, sizeof probe, "%s/gpt2/ref.safetensors", dir);
     FILE *f = fopen(probe, "rb");

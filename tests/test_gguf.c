@@ -25,6 +25,7 @@
 #include "check.h"
 #include "spry/dtype.h"
 #include "spry/gguf.h"
+#include "spry/quant.h"
 
 // ---------------------------------------------------------------------------------------------
 // Scratch directory and files
@@ -1091,9 +1092,9 @@ static spry_status rewrite(const char *src, const char *dst, const edit *e) {
         int type         = t->type;
         const void *data = t->data;
         memcpy(ne, t->ne, sizeof ne);
-        if (e->q8_tensor && !strcmp(t->name, e->q8_tensor)) {
-            type     = SPRY_GGML_TYPE_Q8_0;
-            bufs[nb] = calloc((size_t)(t->numel / 32 * 34) + 1, 1);
+        if (e->q8_tensor && !strcmp(t->name, e->q8_tensor)) { // a quantized type spry cannot read
+            type     = SPRY_GGML_TYPE_Q4_1;
+            bufs[nb] = calloc((size_t)(t->numel / 32 * 20) + 1, 1);
             data     = bufs[nb++];
         }
         if (e->transpose_tensor && !strcmp(t->name, e->transpose_tensor)) {
@@ -1463,7 +1464,7 @@ static void test_tokenizer_keys(bool bloom) {
     CHECK(has("vocab_size (200)"));
     p.tok   = NULL;
     p.wtype = SPRY_GGML_TYPE_Q8_0;
-    CHECK(m && spry_gguf_export_model(m, tpath("q8.gguf"), &p) == SPRY_ERR_ARG && has("wtype"));
+    CHECK(m && spry_gguf_export_model(m, tpath("q8.gguf"), &p) == SPRY_ERR_ARG && has("multiples of 32"));
     CHECK(!dir_has(".tok.") && !dir_has(".tmp."));
     spry_model_free(m);
     spry_tokenizer_free(tok);
@@ -1539,7 +1540,7 @@ static void test_import_errors(void) {
          false,
          {.q8_tensor = "blk.0.ffn_down.weight"},
          SPRY_ERR_UNSUPPORTED,
-         "'blk.0.ffn_down.weight' has type Q8_0",
+         "'blk.0.ffn_down.weight' has type Q4_1",
          NULL},
         {"untied",
          false,
@@ -1598,6 +1599,67 @@ static void test_import_errors(void) {
     CHECK(spry_gguf_import_model(tpath("nope.gguf"), &r) == SPRY_ERR_IO && r == NULL);
 }
 
+// Q8_0 / Q4_0 export: keys (file_type 7 / 2, quantization_version 2), tensor types (matrices and
+// token_embd quantized; norms, biases and position_embd F32), import within the format's error,
+// and quantize(import(file)) == the file's blocks byte for byte (the engine's requantization of
+// an imported model is exact).
+static void test_quantized(spry_arch arch, int wtype) {
+    spry_model_config c = spry_model_config_gpt2(97, 32, 64, 2, 4);
+    if (arch == SPRY_ARCH_BLOOM) c.arch = SPRY_ARCH_BLOOM, c.n_positions = 0;
+    spry_model *m = NULL;
+    CHECK(spry_model_init(&c, &m) == SPRY_OK);
+    if (!m) return;
+    spry_model_init_weights(m, 5);
+    spry_wfmt fmt = wtype == SPRY_GGML_TYPE_Q8_0 ? SPRY_WFMT_Q8_0 : SPRY_WFMT_Q4_0;
+    char      name[64];
+    snprintf(name, sizeof name, "%s_%s.gguf", arch == SPRY_ARCH_BLOOM ? "bloom" : "gpt2", spry_wfmt_name(fmt));
+    const char             *path = tpath(name);
+    spry_gguf_export_params p    = spry_gguf_export_params_default();
+    p.wtype                      = wtype;
+    CHECK_MSG(spry_gguf_export_model(m, path, &p) == SPRY_OK, "%s", spry_last_error());
+    spry_gguf *g = NULL;
+    CHECK(spry_gguf_open(path, &g) == SPRY_OK);
+    spry_model *r = NULL;
+    CHECK_MSG(spry_gguf_import_model(path, &r) == SPRY_OK, "%s", spry_last_error());
+    if (!g || !r) {
+        spry_gguf_close(g), spry_model_free(r), spry_model_free(m);
+        return;
+    }
+    uint32_t v = 0;
+    CHECK(spry_gguf_get_u32(g, "general.file_type", &v) == SPRY_OK && v == (fmt == SPRY_WFMT_Q8_0 ? 7u : 2u));
+    CHECK(spry_gguf_get_u32(g, "general.quantization_version", &v) == SPRY_OK && v == 2);
+    int bad_type = 0, bad_bytes = 0;
+    for (int64_t i = 0; i < spry_gguf_n_tensors(g); i++) {
+        const spry_gguf_tensor *t = spry_gguf_tensor_at(g, i);
+        bool want_q = t->n_dims == 2 && strcmp(t->name, "position_embd.weight");
+        if ((t->type == wtype) != want_q) bad_type++;
+        if (!want_q) continue;
+        // the imported f32 values quantize back to the file's blocks
+        const char *nm  = t->name;
+        float      *f   = malloc(sizeof(float) * (size_t)t->numel);
+        void       *q   = malloc(t->nbytes);
+        CHECK(spry_dequantize_rows(fmt, t->data, f, t->ne[1], t->ne[0]) == SPRY_OK);
+        CHECK(spry_quantize_rows(fmt, f, q, t->ne[1], t->ne[0], 1) == SPRY_OK);
+        if (memcmp(q, t->data, t->nbytes)) bad_bytes++, fprintf(stderr, "%s: requantized blocks differ\n", nm);
+        free(f), free(q);
+    }
+    CHECK_MSG(bad_type == 0, "%d tensors of the wrong type", bad_type);
+    CHECK(bad_bytes == 0);
+    // imported parameters are within half a quantization step of the originals (per block)
+    double worst = 0;
+    for (int64_t i = 0; i < m->params.n_elem; i++) {
+        double d = fabs((double)m->params.values[i] - r->params.values[i]);
+        worst    = d > worst ? d : worst;
+    }
+    double step = fmt == SPRY_WFMT_Q8_0 ? 1.0 / 127 : 1.0 / 8; // of each block's max |x|
+    CHECK_MSG(worst <= 0.6 * step * 0.2, "worst import error %.3g", worst); // |x| < 0.2 here
+    printf("%s %s: file_type, quantization_version, tensor types ok; worst import error %.2e; requantized "
+           "blocks identical\n", arch == SPRY_ARCH_BLOOM ? "bloom" : "gpt2", spry_wfmt_name(fmt), worst);
+    spry_gguf_close(g);
+    spry_model_free(r);
+    spry_model_free(m);
+}
+
 static void remove_dir(void) {
     DIR *d = opendir(g_dir);
     if (!d)
@@ -1631,6 +1693,10 @@ int main(void) {
     test_tokenizer_keys(false);
     test_tokenizer_keys(true);
     test_import_errors();
+    test_quantized(SPRY_ARCH_GPT2, SPRY_GGML_TYPE_Q8_0);
+    test_quantized(SPRY_ARCH_GPT2, SPRY_GGML_TYPE_Q4_0);
+    test_quantized(SPRY_ARCH_BLOOM, SPRY_GGML_TYPE_Q8_0);
+    test_quantized(SPRY_ARCH_BLOOM, SPRY_GGML_TYPE_Q4_0);
     remove_dir();
     return check_exit();
 }

@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "spry/model.h"
+#include "spry/quant.h"
 #include "spry/sample.h"
 #include "spry/status.h"
 
@@ -39,6 +40,7 @@ typedef struct spry_engine_params {
     int64_t max_batch_tokens; // tokens per step: decode tokens + prompt chunks (512)
     bool    prefix_cache;     // reuse computed full blocks of identical prompt prefixes (true)
     int     n_threads;        // 0: all cores
+    spry_wfmt weight_format;  // matrices (and the LM head) as f32, bf16, f16, q8_0 or q4_0 (f32)
 } spry_engine_params;
 
 spry_engine_params spry_engine_params_default(void);
@@ -74,8 +76,11 @@ typedef struct spry_engine_stats {
     int64_t preemptions, requests_finished, steps;
 } spry_engine_stats;
 
-// An engine over model m (not owned; f32 weights of a training/HF model). SPRY_ERR_ARG for bad
-// params (the message names the field and value), SPRY_ERR_NOMEM for the KV pool. *out NULL on error.
+// An engine over model m (not owned; f32 weights of a training/HF model). With a weight_format
+// other than f32 the four matrices of every layer and the LM head are converted at init
+// (spry_quantize_rows; Q8_0/Q4_0 need widths that are multiples of 32); embeddings, norms and
+// biases stay f32. SPRY_ERR_ARG for bad params (the message names the field and value),
+// SPRY_ERR_NOMEM for the KV pool or the converted weights. *out NULL on error.
 spry_status spry_engine_init(spry_model *m, const spry_engine_params *p, spry_engine **out);
 // Frees the engine; pending requests are dropped without callbacks.
 void spry_engine_free(spry_engine *e);

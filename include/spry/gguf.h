@@ -281,7 +281,8 @@ spry_status spry_gguf_writer_write(const spry_gguf_writer *w, const char *path);
 // "<pad>", .unknown_token_id / .padding_token_id.
 
 typedef struct spry_gguf_export_params {
-    // 2-D matrices: SPRY_GGML_TYPE_F32, _F16 or _BF16 (F32); 1-D tensors are always F32.
+    // 2-D matrices: SPRY_GGML_TYPE_F32, _F16, _BF16, _Q8_0 or _Q4_0 (F32); 1-D tensors are always
+    // F32, and quantized files keep position_embd F32 (general.quantization_version 2 is written).
     int wtype;
     // NULL: no tokenizer.* keys; llama.cpp then refuses the file, spry reads it (NULL).
     const spry_tokenizer *tok;
@@ -310,11 +311,12 @@ spry_status spry_gguf_export_model(const spry_model *m, const char *path,
 // Reads a gpt2 / bloom GGUF (as written by spry_gguf_export_model or llama.cpp's converter)
 // into a new model: the config from the {arch}.* keys (strict types: u32 counts, f32 epsilon;
 // vocab from token_embd's ne[1]; head_count_kv, when present, must equal head_count), every
-// tensor checked for presence, type and shape, F32 / F16 / BF16 data converted to f32, BLOOM's
+// tensor checked for presence, type and shape, F32 / F16 / BF16 / Q8_0 / Q4_0 data converted to
+// f32 (quantizing the result again gives the file's blocks back exactly), BLOOM's
 // QKV order restored; output.weight, when present, must equal token_embd.weight (spry ties
 // them). Returns SPRY_ERR_IO / SPRY_ERR_FORMAT (messages name the file and the key or tensor
-// and the value), SPRY_ERR_UNSUPPORTED (another architecture, quantized tensors such as Q8_0
-// or Q4_0, head_count_kv != head_count, an untied output), SPRY_ERR_CONFIG (sizes spry
+// and the value), SPRY_ERR_UNSUPPORTED (another architecture, quantized types other than
+// Q8_0 and Q4_0, head_count_kv != head_count, an untied output), SPRY_ERR_CONFIG (sizes spry
 // rejects), SPRY_ERR_NOMEM; *out = NULL on error. Thread-safe.
 spry_status spry_gguf_import_model(const char *path, spry_model **out);
 

@@ -62,8 +62,15 @@ typedef struct event {
     spry_finish   finish;
 } event;
 
+// A weight matrix as the forward pass reads it: (N, K) rows in format fmt.
+typedef struct wmat {
+    const void *w;
+    void       *owned; // converted copy, or NULL when w is the model's f32 tensor
+} wmat;
+
 struct spry_engine {
     spry_model        *m;
+    wmat              *mats;   // (L * 4 + 1): per layer qkv, proj, fc, fc2; then the LM head
     spry_engine_params p;
     int64_t            L, C, H, D, V, I, max_blocks;
     // the pool
@@ -86,6 +93,7 @@ struct spry_engine {
     batch_item *items;            // (max_seqs + 1)
     int         n_items;
     float      *x, *h, *qkv, *att, *ff, *logits, *scratch; // activations (max_batch_tokens rows)
+    uint16_t   *xb;               // (max_batch_tokens, max(C, I)) activations rounded to bf16
     int64_t    *tok_pos;          // (max_batch_tokens) position of each batch row
     int32_t    *tok_id;           // (max_batch_tokens)
     int32_t    *tok_item;         // (max_batch_tokens) batch item of each row
@@ -309,10 +317,47 @@ void spry_engine_free(spry_engine *e) {
     free(e->pool), free(e->ref), free(e->key), free(e->free_stack), free(e->lru_prev), free(e->lru_next);
     free(e->bucket), free(e->chain), free(e->running), free(e->items), free(e->x), free(e->h), free(e->qkv);
     free(e->att), free(e->ff), free(e->logits), free(e->scratch), free(e->tok_pos), free(e->tok_id);
-    free(e->tok_item), free(e->events);
+    free(e->tok_item), free(e->events), free(e->xb);
+    for (int64_t i = 0; e->mats && i < e->L * 4 + 1; i++) free(e->mats[i].owned);
+    free(e->mats);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->work);
     free(e);
+}
+
+// The model's matrices in the engine's weight format (f32: the model's own tensors).
+static spry_status convert_weights(spry_engine *e) {
+    int64_t n = e->L * 4 + 1;
+    e->mats   = calloc((size_t)n, sizeof(wmat));
+    if (!e->mats) return spry_errorf(SPRY_ERR_NOMEM, "engine: out of memory");
+    if ((int)e->p.weight_format < 0 || e->p.weight_format >= SPRY_WFMT_COUNT)
+        return spry_errorf(SPRY_ERR_ARG, "engine: weight_format %d is not a format", (int)e->p.weight_format);
+    for (int64_t i = 0; i < n; i++) {
+        const spry_block *b = &e->m->blocks[i / 4 < e->L ? i / 4 : 0];
+        const spry_tensor *t = i == n - 1 ? e->m->wte
+                             : (const spry_tensor *[]){b->qkv_w, b->proj_w, b->fc_w, b->fc2_w}[i % 4];
+        e->mats[i].w = t->data;
+        if (e->p.weight_format == SPRY_WFMT_F32) continue;
+        int64_t N = t->shape[0], K = t->shape[1];
+        if (K % spry_wfmt_block(e->p.weight_format))
+            return spry_errorf(SPRY_ERR_ARG, "engine: weight_format %s needs input widths that are multiples of %lld; "
+                               "a matrix has %lld", spry_wfmt_name(e->p.weight_format),
+                               (long long)spry_wfmt_block(e->p.weight_format), (long long)K);
+        e->mats[i].owned = malloc(spry_wfmt_row_bytes(e->p.weight_format, K) * (size_t)N);
+        if (!e->mats[i].owned) return spry_errorf(SPRY_ERR_NOMEM, "engine: out of memory for converted weights");
+        SPRY_TRY(spry_quantize_rows(e->p.weight_format, t->data, e->mats[i].owned, N, K, e->p.n_threads));
+        e->mats[i].w = e->mats[i].owned;
+    }
+    return SPRY_OK;
+}
+
+// Y (M, N) = X (M, K) @ W^T + bias for weight matrix i, in the engine's format.
+static void linear(const spry_engine *e, int64_t i, const float *X, int64_t M, int64_t K, const float *bias,
+                   int64_t N, float *Y) {
+    if (e->p.weight_format == SPRY_WFMT_F32) spry_eng_linear(X, M, K, e->mats[i].w, bias, N, Y);
+    else if (e->p.weight_format == SPRY_WFMT_BF16 && spry_eng_linear_bf16(X, M, K, e->mats[i].w, bias, N, Y, e->xb))
+        return;
+    else spry_gemv(Y, X, e->mats[i].w, e->p.weight_format, bias, M, K, N, e->p.n_threads);
 }
 
 spry_status spry_engine_init(spry_model *m, const spry_engine_params *pp, spry_engine **out) {
@@ -362,6 +407,7 @@ spry_status spry_engine_init(spry_model *m, const spry_engine_params *pp, spry_e
     e->att        = malloc(sizeof(float) * T * C);
     e->qkv        = malloc(sizeof(float) * T * 3 * C);
     e->ff         = malloc(sizeof(float) * T * (size_t)e->I);
+    e->xb         = malloc(sizeof(uint16_t) * T * (size_t)(e->I > e->C ? e->I : e->C));
     e->tok_pos    = malloc(sizeof(int64_t) * T);
     e->tok_id     = malloc(sizeof(int32_t) * T);
     e->tok_item   = malloc(sizeof(int32_t) * T);
@@ -370,11 +416,16 @@ spry_status spry_engine_init(spry_model *m, const spry_engine_params *pp, spry_e
     e->scratch = malloc(sizeof(float) * 4 * (size_t)e->V);
     if (!e->pool || !e->ref || !e->key || !e->free_stack || !e->lru_prev || !e->lru_next || !e->chain || !e->bucket ||
         !e->running || !e->items || !e->x || !e->h || !e->att || !e->qkv || !e->ff || !e->tok_pos || !e->tok_id ||
-        !e->tok_item || !e->logits || !e->scratch) {
+        !e->tok_item || !e->logits || !e->scratch || !e->xb) {
         spry_engine_free(e);
         return spry_errorf(SPRY_ERR_NOMEM, "engine: out of memory for %lld KV blocks of %lld tokens (%.1f MiB)",
                            (long long)p.n_blocks, (long long)p.block_tokens,
                            (double)(nb * (size_t)(e->L * 2 * p.block_tokens) * C * 4) / (1 << 20));
+    }
+    spry_status wst = convert_weights(e);
+    if (wst) {
+        spry_engine_free(e);
+        return wst;
     }
     for (int64_t b = 0; b < p.n_blocks; b++) {
         e->free_stack[b] = (int32_t)(p.n_blocks - 1 - b);
@@ -444,7 +495,7 @@ static void forward(spry_engine *e, int64_t n) {
         const spry_block *b = &m->blocks[l];
         for (int64_t r = 0; r < n; r++)
             spry_eng_layernorm(e->x + r * C, b->ln1_w->data, b->ln1_b->data, e->h + r * C, C, eps);
-        spry_eng_linear(e->h, n, C, b->qkv_w->data, b->qkv_b->data, 3 * C, e->qkv);
+        linear(e, l * 4 + 0, e->h, n, C, b->qkv_b->data, 3 * C, e->qkv);
         // keys and values of the new rows into their blocks
         for (int64_t r = 0; r < n; r++) {
             seq       *s   = e->items[e->tok_item[r]].s;
@@ -467,13 +518,13 @@ static void forward(spry_engine *e, int64_t n) {
             float        slope = bloom ? spry_alibi_slope(hh, H) : 0.0f;
             attend(e, s->table, l, hh, q, p, slope, e->att + r * C + hh * D);
         }
-        spry_eng_linear(e->att, n, C, b->proj_w->data, b->proj_b->data, C, e->h);
+        linear(e, l * 4 + 1, e->att, n, C, b->proj_b->data, C, e->h);
         for (int64_t i = 0; i < n * C; i++) e->x[i] += e->h[i];
         for (int64_t r = 0; r < n; r++)
             spry_eng_layernorm(e->x + r * C, b->ln2_w->data, b->ln2_b->data, e->h + r * C, C, eps);
-        spry_eng_linear(e->h, n, C, b->fc_w->data, b->fc_b->data, I, e->ff);
+        linear(e, l * 4 + 2, e->h, n, C, b->fc_b->data, I, e->ff);
         spry_eng_gelu(e->ff, n * I);
-        spry_eng_linear(e->ff, n, I, b->fc2_w->data, b->fc2_b->data, C, e->h);
+        linear(e, l * 4 + 3, e->ff, n, I, b->fc2_b->data, C, e->h);
         for (int64_t i = 0; i < n * C; i++) e->x[i] += e->h[i];
     }
     // final LayerNorm and the LM head on the rows that end an item asking for logits
@@ -484,7 +535,7 @@ static void forward(spry_engine *e, int64_t n) {
         spry_eng_layernorm(e->x + r * C, m->lnf_w->data, m->lnf_b->data, e->h + k * C, C, eps);
         k++;
     }
-    if (k) spry_eng_linear(e->h, k, C, wte, NULL, e->V, e->logits);
+    if (k) linear(e, e->L * 4, e->h, k, C, NULL, e->V, e->logits);
 }
 
 /* ---- the step ------------------------------------------------------------------------------ */

@@ -52,6 +52,7 @@ AVX512 __attribute__((always_inline)) static inline void tile(const float *X, in
     int64_t k = 0;
     for (; k + 16 <= K; k += 16) {
         __m512 w[4], x[4];
+        for (int j = 0; j < JT; j++) _mm_prefetch((const char *)(W + (j0 + j) * K + k + 512), _MM_HINT_T0);
         for (int j = 0; j < JT; j++) w[j] = _mm512_loadu_ps(W + (j0 + j) * K + k);
         for (int r = 0; r < RT; r++) x[r] = _mm512_loadu_ps(X + (r0 + r) * K + k);
         for (int r = 0; r < RT; r++)
@@ -78,8 +79,18 @@ AVX512 static void linear_avx512(const float *X, int64_t M, int64_t K, const flo
         int     JT = N - j0 < 4 ? (int)(N - j0) : 4;
         for (int64_t r0 = 0; r0 < M; r0 += 4) {
             int RT = M - r0 < 4 ? (int)(M - r0) : 4;
-            if (RT == 4 && JT == 4) tile(X, K, W, bias, N, Y, r0, 4, j0, 4);
-            else tile(X, K, W, bias, N, Y, r0, RT, j0, JT);
+            // constant tile sizes let the compiler keep the accumulators in registers
+            if (JT == 4) {
+                switch (RT) {
+                case 4: tile(X, K, W, bias, N, Y, r0, 4, j0, 4); break;
+                case 3: tile(X, K, W, bias, N, Y, r0, 3, j0, 4); break;
+                case 2: tile(X, K, W, bias, N, Y, r0, 2, j0, 4); break;
+                default: tile(X, K, W, bias, N, Y, r0, 1, j0, 4); break;
+                }
+            } else {
+                for (int r = 0; r < RT; r++)
+                    for (int j = 0; j < JT; j++) tile(X, K, W, bias, N, Y, r0 + r, 1, j0 + j, 1);
+            }
         }
     }
 }
@@ -100,4 +111,75 @@ static void linear_scalar(const float *X, int64_t M, int64_t K, const float *W, 
 void spry_eng_linear(const float *X, int64_t M, int64_t K, const float *W, const float *bias, int64_t N, float *Y) {
     if (spry_cpu_detect().avx512f) linear_avx512(X, M, K, W, bias, N, Y);
     else linear_scalar(X, M, K, W, bias, N, Y);
+}
+
+/* ---- bf16 weights: vdpbf16ps tiles ------------------------------------------------------------
+ * The same tiling as the f32 kernel; each step takes 32 values of k (16 pairs) from a row of X
+ * (rounded to bf16 once per call) and 4 weight rows, and a masked step takes the tail. */
+
+#define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
+
+AVX512BF16 __attribute__((always_inline)) static inline void tile_bf16(const uint16_t *X, int64_t K,
+                                                                     const uint16_t *W, const float *bias,
+                                                                     int64_t N, float *Y, int64_t r0, int RT,
+                                                                     int64_t j0, int JT) {
+    __m512 acc[4][4];
+    for (int r = 0; r < RT; r++)
+        for (int j = 0; j < JT; j++) acc[r][j] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k += 32) {
+        __mmask32 mk = K - k >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (K - k)) - 1);
+        __m512bh  w[4], x[4];
+        for (int j = 0; j < JT; j++) _mm_prefetch((const char *)(W + (j0 + j) * K + k + 512), _MM_HINT_T0);
+        for (int j = 0; j < JT; j++) w[j] = (__m512bh)_mm512_maskz_loadu_epi16(mk, W + (j0 + j) * K + k);
+        for (int r = 0; r < RT; r++) x[r] = (__m512bh)_mm512_maskz_loadu_epi16(mk, X + (r0 + r) * K + k);
+        for (int r = 0; r < RT; r++)
+            for (int j = 0; j < JT; j++) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], x[r], w[j]);
+    }
+    for (int r = 0; r < RT; r++)
+        for (int j = 0; j < JT; j++) Y[(r0 + r) * N + j0 + j] = hsum16(acc[r][j]) + (bias ? bias[j0 + j] : 0.0f);
+}
+
+AVX512BF16 static void round_rows_bf16(const float *X, int64_t n, uint16_t *xb) {
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(X + i + 16), _mm512_loadu_ps(X + i));
+        _mm512_storeu_si512((void *)(xb + i), (__m512i)v);
+    }
+    for (; i < n; i++) { // nearest even, as vcvtne2ps2bf16 (NaN-free inputs)
+        uint32_t u;
+        __builtin_memcpy(&u, X + i, 4);
+        xb[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    }
+}
+
+AVX512BF16 static void linear_bf16(const float *X, int64_t M, int64_t K, const uint16_t *W, const float *bias,
+                                   int64_t N, float *Y, uint16_t *xb) {
+    round_rows_bf16(X, M * K, xb);
+#pragma omp parallel for schedule(static)
+    for (int64_t jb = 0; jb < (N + 3) / 4; jb++) {
+        int64_t j0 = jb * 4;
+        int     JT = N - j0 < 4 ? (int)(N - j0) : 4;
+        for (int64_t r0 = 0; r0 < M; r0 += 4) {
+            int RT = M - r0 < 4 ? (int)(M - r0) : 4;
+            if (JT == 4) {
+                switch (RT) {
+                case 4: tile_bf16(xb, K, W, bias, N, Y, r0, 4, j0, 4); break;
+                case 3: tile_bf16(xb, K, W, bias, N, Y, r0, 3, j0, 4); break;
+                case 2: tile_bf16(xb, K, W, bias, N, Y, r0, 2, j0, 4); break;
+                default: tile_bf16(xb, K, W, bias, N, Y, r0, 1, j0, 4); break;
+                }
+            } else {
+                for (int r = 0; r < RT; r++)
+                    for (int j = 0; j < JT; j++) tile_bf16(xb, K, W, bias, N, Y, r0 + r, 1, j0 + j, 1);
+            }
+        }
+    }
+}
+
+bool spry_eng_linear_bf16(const float *X, int64_t M, int64_t K, const uint16_t *W, const float *bias, int64_t N,
+                          float *Y, uint16_t *xb) {
+    spry_cpu_features f = spry_cpu_detect();
+    if (!f.avx512f || !f.avx512bw || !f.avx512bf16) return false;
+    linear_bf16(X, M, K, W, bias, N, Y, xb);
+    return true;
 }

@@ -15,6 +15,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "spry/gguf.h"
+#include "spry/quant.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -324,8 +325,22 @@ static spry_status put_param(spry_gguf_writer *w, const spry_model *m, const ggu
         qkv_reorder(src, r, H, D, t->ndim == 2 ? t->shape[1] : 1, true);
         src = r;
     }
-    int type         = t->ndim == 2 ? wtype : SPRY_GGML_TYPE_F32; // 1-D tensors stay F32
+    // 1-D tensors stay F32; quantized files keep GPT-2's position embeddings F32 as well
+    bool quant       = wtype == SPRY_GGML_TYPE_Q8_0 || wtype == SPRY_GGML_TYPE_Q4_0;
+    int  type        = t->ndim == 2 && !(quant && !strcmp(gp->name, "position_embd.weight")) ? wtype
+                                                                                                : SPRY_GGML_TYPE_F32;
     const void *data = src;
+    if (type == SPRY_GGML_TYPE_Q8_0 || type == SPRY_GGML_TYPE_Q4_0) {
+        spry_wfmt fmt = type == SPRY_GGML_TYPE_Q8_0 ? SPRY_WFMT_Q8_0 : SPRY_WFMT_Q4_0;
+        if (ne[0] % 32)
+            return spry_errorf(SPRY_ERR_ARG, "%s: tensor '%s' has rows of %lld values; %s needs multiples of 32",
+                               path, gp->name, (long long)ne[0], spry_wfmt_name(fmt));
+        void *q = tmp_alloc(tl, spry_wfmt_row_bytes(fmt, ne[0]) * (size_t)ne[1]);
+        if (!q)
+            return spry_errorf(SPRY_ERR_NOMEM, "%s: out of memory", path);
+        SPRY_TRY(spry_quantize_rows(fmt, src, q, ne[1], ne[0], 0));
+        data = q;
+    }
     if (type == SPRY_GGML_TYPE_F16 || type == SPRY_GGML_TYPE_BF16) {
         uint16_t *h = tmp_alloc(tl, (size_t)numel * sizeof *h);
         if (!h)
@@ -345,23 +360,25 @@ static spry_status export_model(spry_gguf_writer *w, const spry_model *m, const 
     const spry_model_config *c = &m->cfg;
     const char *arch           = arch_name(c->arch);
     if (p->wtype != SPRY_GGML_TYPE_F32 && p->wtype != SPRY_GGML_TYPE_F16 &&
-        p->wtype != SPRY_GGML_TYPE_BF16)
+        p->wtype != SPRY_GGML_TYPE_BF16 && p->wtype != SPRY_GGML_TYPE_Q8_0 && p->wtype != SPRY_GGML_TYPE_Q4_0)
         return spry_errorf(SPRY_ERR_ARG,
-                           "%s: wtype (%d) must be F32 (0), F16 (1) or BF16 (30); quantized "
-                           "export is not implemented",
+                           "%s: wtype (%d) must be F32 (0), F16 (1), BF16 (30), Q8_0 (8) or Q4_0 (2)",
                            path, p->wtype);
     int64_t ctx = c->arch == SPRY_ARCH_GPT2 ? c->n_positions
                                             : (p->context_length > 0 ? p->context_length : 2048);
     if (ctx > (int64_t)UINT32_MAX)
         return spry_errorf(SPRY_ERR_ARG, "%s: context_length (%lld) does not fit a u32", path,
                            (long long)ctx);
-    // llama_ftype: ALL_F32 0, MOSTLY_F16 1, MOSTLY_BF16 32
-    uint32_t ftype = p->wtype == SPRY_GGML_TYPE_F32 ? 0 : p->wtype == SPRY_GGML_TYPE_F16 ? 1 : 32;
+    // llama_ftype: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q4_0 2, MOSTLY_Q8_0 7, MOSTLY_BF16 32
+    uint32_t ftype = p->wtype == SPRY_GGML_TYPE_F32 ? 0 : p->wtype == SPRY_GGML_TYPE_F16 ? 1
+                   : p->wtype == SPRY_GGML_TYPE_Q4_0 ? 2 : p->wtype == SPRY_GGML_TYPE_Q8_0 ? 7 : 32;
     char key[96];
     SPRY_TRY(spry_gguf_set_str(w, "general.architecture", arch));
     if (p->name)
         SPRY_TRY(spry_gguf_set_str(w, "general.name", p->name));
     SPRY_TRY(spry_gguf_set_u32(w, "general.file_type", ftype));
+    if (p->wtype == SPRY_GGML_TYPE_Q8_0 || p->wtype == SPRY_GGML_TYPE_Q4_0) // GGML_QNT_VERSION
+        SPRY_TRY(spry_gguf_set_u32(w, "general.quantization_version", 2));
     struct {
         const char *k;
         int64_t v;
@@ -427,10 +444,10 @@ static spry_status check_tensor(const char *path, const spry_gguf_tensor *t,
                                 const spry_tensor *want) {
     const spry_ggml_type_traits *tt = spry_ggml_type_info(t->type);
     if (t->type != SPRY_GGML_TYPE_F32 && t->type != SPRY_GGML_TYPE_F16 &&
-        t->type != SPRY_GGML_TYPE_BF16)
+        t->type != SPRY_GGML_TYPE_BF16 && t->type != SPRY_GGML_TYPE_Q8_0 && t->type != SPRY_GGML_TYPE_Q4_0)
         return spry_errorf(SPRY_ERR_UNSUPPORTED,
-                           "%s: tensor '%s' has type %s (%d); spry reads F32, F16 and BF16 "
-                           "GGUF tensors. HINT: Q8_0 / Q4_0 import is not implemented yet",
+                           "%s: tensor '%s' has type %s (%d); spry reads F32, F16, BF16, Q8_0 and "
+                           "Q4_0 GGUF tensors",
                            path, t->name, tt->name, t->type);
     int64_t e[SPRY_GGUF_MAX_DIMS] = {want->shape[want->ndim - 1],
                                      want->ndim == 2 ? want->shape[0] : 1, 1, 1};
@@ -566,6 +583,9 @@ static spry_status import_params(const spry_gguf *g, spry_model *m) {
         }
         if (t->type == SPRY_GGML_TYPE_F32)
             memcpy(dst, t->data, (size_t)numel * sizeof *dst);
+        else if (t->type == SPRY_GGML_TYPE_Q8_0 || t->type == SPRY_GGML_TYPE_Q4_0)
+            st = spry_dequantize_rows(t->type == SPRY_GGML_TYPE_Q8_0 ? SPRY_WFMT_Q8_0 : SPRY_WFMT_Q4_0, t->data,
+                                      dst, t->ne[1], t->ne[0]);
         else
             for (int64_t k = 0; k < numel; k++)
                 dst[k] = load_elem(t, k);

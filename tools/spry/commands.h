@@ -13,5 +13,8 @@ int spry_cmd_prepare(int argc, char **argv);
 int spry_cmd_generate(int argc, char **argv);
 int spry_cmd_tokenize(int argc, char **argv);
 int spry_cmd_tokenizer(int argc, char **argv);
+int spry_cmd_serve(int argc, char **argv);
+int spry_cmd_convert(int argc, char **argv);
+int spry_cmd_quantize(int argc, char **argv);
 
 #endif

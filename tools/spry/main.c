@@ -25,6 +25,9 @@ static const command k_commands[] = {
     {"eval", spry_cmd_eval, "validation loss and perplexity of a model on a dataset split"},
     {"generate", spry_cmd_generate, "prompt -> text (greedy, temperature, top-k, top-p)"},
     {"plot", spry_cmd_plot, "SVG curves (loss, lr, throughput) of one or more runs"},
+    {"serve", spry_cmd_serve, "OpenAI-compatible HTTP server (completions, chat, streaming, metrics)"},
+    {"convert", spry_cmd_convert, "Hugging Face directory <-> GGUF (f32, f16, bf16, q8_0, q4_0)"},
+    {"quantize", spry_cmd_quantize, "a model to a Q8_0 or Q4_0 GGUF that llama.cpp and spry serve load"},
 };
 
 static void usage(FILE *f) {

@@ -1,0 +1,603 @@
+/*
+ * gemv.c -- the decode GEMV: Y (M, N) = X (M, K) @ W^T + b with W (N, K) in f32, bf16, f16, Q8_0
+ * or Q4_0 (see quant.h), for the small M of token-by-token decoding.
+ *
+ * Decode is memory-bound: every weight byte is read once per token and used M times, so the
+ * kernels stream W row by row and compute all M dot products of a row while it is in L1
+ * (DeepSpeed-Inference's SBI-GeMM: "every weight byte is loaded once and reused for all batch
+ * rows"; notes/inference_serving.md 4.4). Threads own contiguous ranges of output rows (no
+ * sharing, no reduction across threads); a row's dot products never depend on the range, so Y
+ * is bit-identical for every thread count.
+ *
+ * Row kernels (gemv_row_fn) compute out[r] = W[n] . X[m0 + r] for r < R <= GEMV_MR:
+ *   scalar  the reference, in ggml's order: f32 sums in k order; for the block formats an
+ *           integer dot per block, then sumf += sumi * (d_w * d_x) (Q8_0) or sumi * d_w * d_x
+ *           (Q4_0), as ggml_vec_dot_q8_0_q8_0 / ggml_vec_dot_q4_0_q8_0 (generic).
+ *   avx2    f32/bf16/f16: 8-lane FMAs, two accumulators per row; blocks: the sign trick
+ *           (|w| * (x sign w) through vpmaddubsw + vpmaddwd) per 32-weight block.
+ *   avx512  f32/bf16/f16: 16-lane FMAs (bf16 widened by a shift, f16 by vcvtph2ps), two
+ *           accumulators per row; blocks: AVX-512 VNNI vpdpbusd on two blocks at once. Q8_0 uses
+ *           the sign trick (u8 |w| times s8 x with w's sign); Q4_0 feeds the unsigned nibbles
+ *           q = w + 8 directly and starts the accumulator at -8 * (sum of the 4 x's of the lane),
+ *           precomputed once per call with X's quantization, so each lane holds sum (q - 8) x.
+ *   The SIMD kernels keep per-lane partial sums: lane ints are converted to f32 and multiplied
+ *   by d_w * d_x, and the lanes are added at the end, so their f32 rounding differs from the
+ *   scalar order (the integer parts are exact in both).
+ * For Q8_0 / Q4_0 X is quantized per row with spry_quantize_q8_0 (the bit-exact ggml reference
+ * rounding; ggml-cpu's own AVX activation quantizer rounds halves to even instead, which can
+ * move a quant by one on exact ties) and unpacked into a scratch: quants (M, K), scales (M, nb)
+ * and (M, nb, 8) repeated per lane, and the Q4_0 lane offsets (M, nb, 8).
+ */
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "spry/dtype.h"
+#include "spry/quant.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define GEMV_X86 1
+#else
+#define GEMV_X86 0
+#endif
+
+#define GEMV_MR 8                            // activation rows per kernel call
+#define GEMV_PAR_MIN_BYTES ((size_t)1 << 16) // below this much weight, one thread
+#define QK 32                                // block size of Q8_0 / Q4_0
+#define Q8_BYTES 34
+#define Q4_BYTES 18
+
+// The activations as the kernels read them.
+typedef struct gemv_act {
+    int64_t        K, nb; // nb = K / 32 for the block formats
+    const float   *x;     // (M, K) f32 activations
+    const int8_t  *q;     // (M, K) Q8_0 quants of x
+    const float   *d;     // (M, nb) the fp16 scales of x's blocks, as f32
+    const float   *d8;    // (M, nb, 8) the same, each repeated over 8 lanes
+    const int32_t *corr;  // (M, nb, 8) -8 * (sum of quants 4l..4l+3 of the block), Q4_0 only
+} gemv_act;
+
+// out[r] = W row w . X row (m0 + r) for r < R (1 <= R <= GEMV_MR).
+typedef void (*gemv_row_fn)(const uint8_t *w, const gemv_act *a, int64_t m0, int R, float *out);
+
+static inline float half_at(const uint8_t *p) { // fp16 at a possibly unaligned address
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return spry_f16_to_f32(h);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Scalar reference kernels
+
+static void row_f32_scalar(const uint8_t *w, const gemv_act *a, int64_t m0, int R, float *out) {
+    const float *wf = (const float *)w;
+    for (int r = 0; r < R; r++) {
+        const float *x = a->x + (m0 + r) * a->K;
+        float        s = 0.0f;
+        for (int64_t k = 0; k < a->K; k++) s += wf[k] * x[k];
+        out[r] = s;
+    }
+}
+
+static void row_bf16_scalar(const uint8_t *w, const gemv_act *a, int64_t m0, int R, float *out) {
+    const uint16_t *wh = (const uint16_t *)w;
+    for (int r = 0; r < R; r++) {
+        const float *x = a->x + (m0 + r) * a->K;
+        float        s = 0.0f;
+        for (int64_t k = 0; k < a->K; k++) s += spry_bf16_to_f32(wh[k]) * x[k];
+        out[r] = s;
+    }
+}
+
+static void row_f16_scalar(const uint8_t *w, const gemv_act *a, int64_t m0, int R, float *out) {
+    const uint16_t *wh = (const uint16_t *)w;
+    for (int r = 0; r < R; r++) {
+        const float *x = a->x + (m0 + r) * a->K;
+        float        s = 0.0f;
+        for (int64_t k = 0; k < a->K; k++) s += spry_f16_to_f32(wh[k]) * x[k];
+        out[r] = s;
+    }
+}
+
+static void row_q8_0_scalar(const uint8_t *w, const gemv_act *a, int64_t m0, int R, float *out) {
+    for (int r = 0; r < R; r++) {
+        const int8_t *xq = a->q + (m0 + r) * a->K;
+        const float  *xd = a->d + (m0 + r) * a->nb;
+        float         s  = 0.0f;
+        for (int64_t b = 0; b < a->nb; b++) {
+            const uint8_t *blk  = w + b * Q8_BYTES;
+            const int8_t  *wq   = (const int8_t *)(blk + 2);
+            int            sumi = 0;
+            for (int j = 0; j < QK; j++) sumi += wq[j] * xq[b * QK + j];
+            s += sumi * (half_at(blk) * xd[b]);
+        }
+        out[r] = s;
+    }
+}
+
+static void row_q4_0_scalar(const uint8_t *w, const gemv_act *a, int64_t m0, int R, float *out) {
+    for (int r = 0; r < R; r++) {
+        const int8_t *xq = a->q + (m0 + r) * a->K;
+        const float  *xd = a->d + (m0 + r) * a->nb;
+        float         s  = 0.0f;
+        for (int64_t b = 0; b < a->nb; b++) {
+            const uint8_t *blk = w + b * Q4_BYTES;
+            const int8_t  *xb  = xq + b * QK;
+            int            sumi0 = 0, sumi1 = 0;
+            for (int j = 0; j < QK / 2; j++) {
+                sumi0 += ((blk[2 + j] & 0x0F) - 8) * xb[j];
+                sumi1 += ((blk[2 + j] >> 4) - 8) * xb[j + QK / 2];
+            }
+            s += (sumi0 + sumi1) * half_at(blk) * xd[b];
+        }
+        out[r] = s;
+    }
+}
+
+#if GEMV_X86
+// ------------------------------------------------------------------------------------------------
+// AVX-512 kernels
+
+#define AVX512_F __attribute__((target("avx512f,f16c,fma")))
+#define AVX512_Q __attribute__((target("avx512f,avx512bw,avx512vnni,f16c,fma")))
+#define AVX512_F_INLINE __attribute__((target("avx512f,f16c,fma"), always_inline)) static inline
+#define AVX512_Q_INLINE                                                                            \
+    __attribute__((target("avx512f,avx512bw,avx512vnni,f16c,fma"), always_inline)) static inline
+
+// 16 weights from element k of a row in format fmt (a compile-time constant after inlining).
+AVX512_F_INLINE __m512 load16_avx512(const uint8_t *w, int64_t k, spry_wfmt fmt) {
+    if (fmt == SPRY_WFMT_F32) return _mm512_loadu_ps((const float *)w + k);
+    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + k));
+    if (fmt == SPRY_WFMT_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); // bf16
+}
+
+AVX512_F_INLINE void rows_float_avx512(const uint8_t *w, const gemv_act *a, int64_t m0, int R,
+                                       float *out, spry_wfmt fmt) {
+    const int64_t K = a->K;
+    const float  *x = a->x + m0 * K;
+    __m512        acc0[GEMV_MR], acc1[GEMV_MR];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) acc0[r] = acc1[r] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+        __m512 w0 = load16_avx512(w, k, fmt), w1 = load16_avx512(w, k + 16, fmt);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            acc0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + r * K + k), acc0[r]);
+            acc1[r] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + r * K + k + 16), acc1[r]);
+        }
+    }
+    if (k + 16 <= K) {
+        __m512 w0 = load16_avx512(w, k, fmt);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++)
+            acc0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + r * K + k), acc0[r]);
+        k += 16;
+    }
+    if (k < K) { // the last K % 16 weights through a zero-padded copy, activations masked
+        int       n = (int)(K - k);
+        uint8_t   pad[64] = {0};
+        size_t    es      = fmt == SPRY_WFMT_F32 ? 4 : 2;
+        memcpy(pad, w + (size_t)k * es, (size_t)n * es);
+        __m512    wt = load16_avx512(pad, 0, fmt);
+        __mmask16 m  = (__mmask16)((1u << n) - 1);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++)
+            acc1[r] = _mm512_fmadd_ps(wt, _mm512_maskz_loadu_ps(m, x + r * K + k), acc1[r]);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[r], acc1[r]));
+}
+
+// Two fp16 scales (at p0, p1) as 16 lanes: 8 x d0, then 8 x d1.
+AVX512_Q_INLINE __m512 scales2_avx512(const uint8_t *p0, const uint8_t *p1) {
+    uint16_t h0, h1;
+    memcpy(&h0, p0, 2);
+    memcpy(&h1, p1, 2);
+    __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)h0 | ((uint32_t)h1 << 16))));
+    const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(f));
+}
+
+AVX512_Q_INLINE void rows_q8_0_avx512(const uint8_t *w, const gemv_act *a, int64_t m0, int R,
+                                      float *out) {
+    const int64_t  K = a->K, nb = a->nb;
+    const int8_t  *xq = a->q + m0 * K;
+    const float   *d8 = a->d8 + m0 * nb * 8;
+    const __m512i  zero = _mm512_setzero_si512();
+    __m512         acc[GEMV_MR];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        const uint8_t *b0 = w + b * Q8_BYTES, *b1 = b0 + Q8_BYTES;
+        __m512i wv = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2))),
+            _mm256_loadu_si256((const __m256i *)(b1 + 2)), 1);
+        __m512    sw  = scales2_avx512(b0, b1);
+        __m512i   aw  = _mm512_abs_epi8(wv); // |w| as u8 (-128 -> 128 is right as unsigned)
+        __mmask64 neg = _mm512_movepi8_mask(wv);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            __m512i xv = _mm512_loadu_si512(xq + r * K + b * QK);
+            __m512i sx = _mm512_mask_sub_epi8(xv, neg, zero, xv); // x * sign(w); |x| <= 127
+            __m512i dp = _mm512_dpbusd_epi32(zero, aw, sx);
+            __m512  s  = _mm512_mul_ps(sw, _mm512_loadu_ps(d8 + r * nb * 8 + b * 8));
+            acc[r]     = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), s, acc[r]);
+        }
+    }
+    if (b < nb) { // an odd last block in the low half, zeros above
+        const uint8_t *b0 = w + b * Q8_BYTES;
+        __m512i   wv  = _mm512_inserti64x4(zero, _mm256_loadu_si256((const __m256i *)(b0 + 2)), 0);
+        __m512    sw  = _mm512_set1_ps(half_at(b0));
+        __m512i   aw  = _mm512_abs_epi8(wv);
+        __mmask64 neg = _mm512_movepi8_mask(wv);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            __m512i xv = _mm512_maskz_loadu_epi8(0xffffffffull, xq + r * K + b * QK);
+            __m512i sx = _mm512_mask_sub_epi8(xv, neg, zero, xv);
+            __m512i dp = _mm512_dpbusd_epi32(zero, aw, sx);
+            __m512  s  = _mm512_mul_ps(sw, _mm512_maskz_loadu_ps(0xff, d8 + r * nb * 8 + b * 8));
+            acc[r]     = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), s, acc[r]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+AVX512_Q_INLINE void rows_q4_0_avx512(const uint8_t *w, const gemv_act *a, int64_t m0, int R,
+                                      float *out) {
+    const int64_t  K = a->K, nb = a->nb;
+    const int8_t  *xq = a->q + m0 * K;
+    const float   *d8 = a->d8 + m0 * nb * 8;
+    const int32_t *cr = a->corr + m0 * nb * 8;
+    const __m512i  lo4 = _mm512_set1_epi8(0x0F);
+    // 128-bit lanes [qs0, qs0, qs1, qs1] -> shift lanes 1 and 3 right by 4 -> nibbles in element
+    // order: block 0's elements 0..15, 16..31, then block 1's
+    const __m512i dup   = _mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3);
+    const __m512i shift = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
+    __m512        acc[GEMV_MR];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        const uint8_t *b0 = w + b * Q4_BYTES, *b1 = b0 + Q4_BYTES;
+        __m256i q01 = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(b0 + 2))),
+            _mm_loadu_si128((const __m128i *)(b1 + 2)), 1);
+        __m512i v   = _mm512_permutexvar_epi64(dup, _mm512_castsi256_si512(q01));
+        __m512i nib = _mm512_and_si512(_mm512_srlv_epi64(v, shift), lo4);
+        __m512  sw  = scales2_avx512(b0, b1);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            __m512i xv = _mm512_loadu_si512(xq + r * K + b * QK);
+            __m512i c  = _mm512_loadu_si512(cr + r * nb * 8 + b * 8);
+            __m512i dp = _mm512_dpbusd_epi32(c, nib, xv); // sum (q - 8) x per lane
+            __m512  s  = _mm512_mul_ps(sw, _mm512_loadu_ps(d8 + r * nb * 8 + b * 8));
+            acc[r]     = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), s, acc[r]);
+        }
+    }
+    if (b < nb) {
+        const uint8_t *b0  = w + b * Q4_BYTES;
+        __m128i        qs  = _mm_loadu_si128((const __m128i *)(b0 + 2));
+        __m256i        q2  = _mm256_inserti128_si256(_mm256_castsi128_si256(qs), _mm_srli_epi16(qs, 4), 1);
+        __m512i        nib = _mm512_inserti64x4(_mm512_setzero_si512(),
+                                                _mm256_and_si256(q2, _mm256_set1_epi8(0x0F)), 0);
+        __m512         sw  = _mm512_set1_ps(half_at(b0));
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            __m512i xv = _mm512_maskz_loadu_epi8(0xffffffffull, xq + r * K + b * QK);
+            __m512i c  = _mm512_maskz_loadu_epi32(0xff, cr + r * nb * 8 + b * 8);
+            __m512i dp = _mm512_dpbusd_epi32(c, nib, xv);
+            __m512  s  = _mm512_mul_ps(sw, _mm512_maskz_loadu_ps(0xff, d8 + r * nb * 8 + b * 8));
+            acc[r]     = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), s, acc[r]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+// One entry point per format: R becomes a constant, so the accumulators live in registers.
+#define GEMV_DISPATCH_R(CALL)                                                                      \
+    switch (R) {                                                                                   \
+    case 1: CALL(1); break;                                                                        \
+    case 2: CALL(2); break;                                                                        \
+    case 3: CALL(3); break;                                                                        \
+    case 4: CALL(4); break;                                                                        \
+    case 5: CALL(5); break;                                                                        \
+    case 6: CALL(6); break;                                                                        \
+    case 7: CALL(7); break;                                                                        \
+    default: CALL(8); break;                                                                       \
+    }
+
+#define CALL_F32_512(n) rows_float_avx512(w, a, m0, n, out, SPRY_WFMT_F32)
+#define CALL_BF16_512(n) rows_float_avx512(w, a, m0, n, out, SPRY_WFMT_BF16)
+#define CALL_F16_512(n) rows_float_avx512(w, a, m0, n, out, SPRY_WFMT_F16)
+#define CALL_Q8_512(n) rows_q8_0_avx512(w, a, m0, n, out)
+#define CALL_Q4_512(n) rows_q4_0_avx512(w, a, m0, n, out)
+
+AVX512_F static void row_f32_avx512(const uint8_t *w, const gemv_act *a, int64_t m0, int R,
+                                    float *out) {
+    GEMV_DISPATCH_R(CALL_F32_512)
+}
+AVX512_F static void row_bf16_avx512(const uint8_t *w, const gemv_act *a, int64_t m0, int R,
+                                     float *out) {
+    GEMV_DISPATCH_R(CALL_BF16_512)
+}
+AVX512_F static void row_f16_avx512(const uint8_t *w, const gemv_act *a, int64_t m0, int R,
+                                    float *out) {
+    GEMV_DISPATCH_R(CALL_F16_512)
+}
+AVX512_Q static void row_q8_0_avx512(const uint8_t *w, const gemv_act *a, int64_t m0, int R,
+                                     float *out) {
+    GEMV_DISPATCH_R(CALL_Q8_512)
+}
+AVX512_Q static void row_q4_0_avx512(const uint8_t *w, const gemv_act *a, int64_t m0, int R,
+                                     float *out) {
+    GEMV_DISPATCH_R(CALL_Q4_512)
+}
+
+// ------------------------------------------------------------------------------------------------
+// AVX2 kernels (16 ymm registers: at most 4 rows of two accumulators at a time)
+
+#define AVX2_MR 4
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
+
+AVX2_INLINE __m256 load8_avx2(const uint8_t *w, int64_t k, spry_wfmt fmt) {
+    if (fmt == SPRY_WFMT_F32) return _mm256_loadu_ps((const float *)w + k);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + k));
+    if (fmt == SPRY_WFMT_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+AVX2_INLINE float hsum_avx2(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s        = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s        = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+AVX2_INLINE void rows_float_avx2(const uint8_t *w, const gemv_act *a, int64_t m0, int R,
+                                 float *out, spry_wfmt fmt) {
+    const int64_t K = a->K;
+    const float  *x = a->x + m0 * K;
+    __m256        acc0[AVX2_MR], acc1[AVX2_MR];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) acc0[r] = acc1[r] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+        __m256 w0 = load8_avx2(w, k, fmt), w1 = load8_avx2(w, k + 8, fmt);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            acc0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + r * K + k), acc0[r]);
+            acc1[r] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + r * K + k + 8), acc1[r]);
+        }
+    }
+    if (k + 8 <= K) {
+        __m256 w0 = load8_avx2(w, k, fmt);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++)
+            acc0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + r * K + k), acc0[r]);
+        k += 8;
+    }
+    if (k < K) { // zero-padded copies of the last K % 8 weights and activations
+        int     n = (int)(K - k);
+        uint8_t pad[32] = {0};
+        size_t  es      = fmt == SPRY_WFMT_F32 ? 4 : 2;
+        memcpy(pad, w + (size_t)k * es, (size_t)n * es);
+        __m256 wt = load8_avx2(pad, 0, fmt);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            float xp[8] = {0};
+            memcpy(xp, x + r * K + k, (size_t)n * sizeof(float));
+            acc1[r] = _mm256_fmadd_ps(wt, _mm256_loadu_ps(xp), acc1[r]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) out[r] = hsum_avx2(_mm256_add_ps(acc0[r], acc1[r]));
+}
+
+AVX2_INLINE void rows_q8_0_avx2(const uint8_t *w, const gemv_act *a, int64_t m0, int R,
+                                float *out) {
+    const int64_t K = a->K, nb = a->nb;
+    const int8_t *xq   = a->q + m0 * K;
+    const float  *d8   = a->d8 + m0 * nb * 8;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256        acc[AVX2_MR];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = w + b * Q8_BYTES;
+        __m256i wv = _mm256_loadu_si256((const __m256i *)(blk + 2));
+        __m256i aw = _mm256_sign_epi8(wv, wv); // |w| as u8
+        __m256  sw = _mm256_set1_ps(half_at(blk));
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            __m256i xv  = _mm256_loadu_si256((const __m256i *)(xq + r * K + b * QK));
+            // |w| * (x sign w): pairs of products fit int16 (2 * 128 * 127 < 32768)
+            __m256i p16 = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, wv));
+            __m256i p32 = _mm256_madd_epi16(p16, ones);
+            __m256  s   = _mm256_mul_ps(sw, _mm256_loadu_ps(d8 + r * nb * 8 + b * 8));
+            acc[r]      = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), s, acc[r]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) out[r] = hsum_avx2(acc[r]);
+}
+
+AVX2_INLINE void rows_q4_0_avx2(const uint8_t *w, const gemv_act *a, int64_t m0, int R,
+                                float *out) {
+    const int64_t  K = a->K, nb = a->nb;
+    const int8_t  *xq   = a->q + m0 * K;
+    const float   *d8   = a->d8 + m0 * nb * 8;
+    const int32_t *cr   = a->corr + m0 * nb * 8;
+    const __m256i  ones = _mm256_set1_epi16(1);
+    const __m256i  lo4  = _mm256_set1_epi8(0x0F);
+    __m256         acc[AVX2_MR];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = w + b * Q4_BYTES;
+        __m128i qs  = _mm_loadu_si128((const __m128i *)(blk + 2));
+        __m256i nib = _mm256_and_si256(
+            _mm256_inserti128_si256(_mm256_castsi128_si256(qs), _mm_srli_epi16(qs, 4), 1), lo4);
+        __m256 sw = _mm256_set1_ps(half_at(blk));
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            __m256i xv  = _mm256_loadu_si256((const __m256i *)(xq + r * K + b * QK));
+            __m256i p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(nib, xv), ones);
+            p32 = _mm256_add_epi32(p32, _mm256_loadu_si256((const __m256i *)(cr + r * nb * 8 + b * 8)));
+            __m256 s = _mm256_mul_ps(sw, _mm256_loadu_ps(d8 + r * nb * 8 + b * 8));
+            acc[r]   = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), s, acc[r]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) out[r] = hsum_avx2(acc[r]);
+}
+
+// R > 4 runs as 4 + (R - 4): the weight row is then read a second time, from L1.
+#define GEMV_DISPATCH_R4(CALL)                                                                     \
+    for (int r0 = 0; r0 < R; r0 += AVX2_MR) {                                                      \
+        int n_ = R - r0 < AVX2_MR ? R - r0 : AVX2_MR;                                              \
+        switch (n_) {                                                                              \
+        case 1: CALL(r0, 1); break;                                                                \
+        case 2: CALL(r0, 2); break;                                                                \
+        case 3: CALL(r0, 3); break;                                                                \
+        default: CALL(r0, 4); break;                                                               \
+        }                                                                                          \
+    }
+
+#define CALL_F32_256(r0, n) rows_float_avx2(w, a, m0 + r0, n, out + r0, SPRY_WFMT_F32)
+#define CALL_BF16_256(r0, n) rows_float_avx2(w, a, m0 + r0, n, out + r0, SPRY_WFMT_BF16)
+#define CALL_F16_256(r0, n) rows_float_avx2(w, a, m0 + r0, n, out + r0, SPRY_WFMT_F16)
+#define CALL_Q8_256(r0, n) rows_q8_0_avx2(w, a, m0 + r0, n, out + r0)
+#define CALL_Q4_256(r0, n) rows_q4_0_avx2(w, a, m0 + r0, n, out + r0)
+
+AVX2 static void row_f32_avx2(const uint8_t *w, const gemv_act *a, int64_t m0, int R, float *out) {
+    GEMV_DISPATCH_R4(CALL_F32_256)
+}
+AVX2 static void row_bf16_avx2(const uint8_t *w, const gemv_act *a, int64_t m0, int R,
+                               float *out) {
+    GEMV_DISPATCH_R4(CALL_BF16_256)
+}
+AVX2 static void row_f16_avx2(const uint8_t *w, const gemv_act *a, int64_t m0, int R, float *out) {
+    GEMV_DISPATCH_R4(CALL_F16_256)
+}
+AVX2 static void row_q8_0_avx2(const uint8_t *w, const gemv_act *a, int64_t m0, int R,
+                               float *out) {
+    GEMV_DISPATCH_R4(CALL_Q8_256)
+}
+AVX2 static void row_q4_0_avx2(const uint8_t *w, const gemv_act *a, int64_t m0, int R,
+                               float *out) {
+    GEMV_DISPATCH_R4(CALL_Q4_256)
+}
+#endif // GEMV_X86
+
+// ------------------------------------------------------------------------------------------------
+// Kernel table: [isa][fmt], NULL where a build has no such kernel
+
+static const gemv_row_fn k_row_fns[SPRY_QUANT_ISA_AVX512 + 1][SPRY_WFMT_COUNT] = {
+    [SPRY_QUANT_ISA_SCALAR] = {row_f32_scalar, row_bf16_scalar, row_f16_scalar, row_q8_0_scalar,
+                               row_q4_0_scalar},
+#if GEMV_X86
+    [SPRY_QUANT_ISA_AVX2]   = {row_f32_avx2, row_bf16_avx2, row_f16_avx2, row_q8_0_avx2,
+                               row_q4_0_avx2},
+    [SPRY_QUANT_ISA_AVX512] = {row_f32_avx512, row_bf16_avx512, row_f16_avx512, row_q8_0_avx512,
+                               row_q4_0_avx512},
+#endif
+};
+
+// ------------------------------------------------------------------------------------------------
+// Driver
+
+// Quantizes X (M, K) to Q8_0 and unpacks it into one allocation returned in *mem (free() it).
+static spry_status act_prepare(gemv_act *a, const float *x, int64_t M, bool q4, void **mem) {
+    const int64_t K = a->K, nb = a->nb, n_blk = M * nb;
+    size_t sz_blk = (size_t)n_blk * Q8_BYTES, sz_q = (size_t)(M * K);
+    size_t sz_d = (size_t)n_blk * sizeof(float), sz_8 = (size_t)n_blk * 8 * sizeof(float);
+    size_t sz_c = q4 ? (size_t)n_blk * 8 * sizeof(int32_t) : 0;
+#define ROUND64(s) (((s) + 63) & ~(size_t)63)
+    size_t   total = ROUND64(sz_q) + ROUND64(sz_d) + ROUND64(sz_8) + ROUND64(sz_c) + ROUND64(sz_blk);
+    uint8_t *p     = aligned_alloc(64, total);
+    if (!p)
+        return spry_errorf(SPRY_ERR_NOMEM, "spry_gemv: cannot allocate %zu bytes of scratch for "
+                                           "M=%lld K=%lld", total, (long long)M, (long long)K);
+    int8_t          *q   = (int8_t *)p;
+    float           *d   = (float *)(p + ROUND64(sz_q));
+    float           *d8  = (float *)((uint8_t *)d + ROUND64(sz_d));
+    int32_t         *c   = (int32_t *)((uint8_t *)d8 + ROUND64(sz_8));
+    spry_block_q8_0 *blk = (spry_block_q8_0 *)((uint8_t *)c + ROUND64(sz_c));
+#undef ROUND64
+    spry_status st = spry_quantize_q8_0(x, blk, M * K); // rows are contiguous: one long row
+    if (st != SPRY_OK) {
+        free(p);
+        return st;
+    }
+    for (int64_t i = 0; i < n_blk; i++) {
+        memcpy(q + i * QK, blk[i].qs, QK);
+        d[i] = spry_f16_to_f32(blk[i].d);
+        for (int l = 0; l < 8; l++) d8[i * 8 + l] = d[i];
+        if (q4)
+            for (int l = 0; l < 8; l++) {
+                const int8_t *g = blk[i].qs + 4 * l;
+                c[i * 8 + l]    = -8 * (g[0] + g[1] + g[2] + g[3]);
+            }
+    }
+    a->q = q, a->d = d, a->d8 = d8, a->corr = q4 ? c : NULL;
+    *mem = p;
+    return SPRY_OK;
+}
+
+// Output rows [n0, n1) of Y.
+static void gemv_range(gemv_row_fn fn, const uint8_t *w, size_t rb, const gemv_act *a,
+                       const float *bias, float *y, int64_t M, int64_t N, int64_t n0, int64_t n1) {
+    float out[GEMV_MR];
+    for (int64_t n = n0; n < n1; n++) {
+        const uint8_t *wr = w + (size_t)n * rb;
+        for (int64_t m0 = 0; m0 < M; m0 += GEMV_MR) {
+            int R = M - m0 < GEMV_MR ? (int)(M - m0) : GEMV_MR;
+            fn(wr, a, m0, R, out);
+            for (int r = 0; r < R; r++) y[(m0 + r) * N + n] = bias ? out[r] + bias[n] : out[r];
+        }
+    }
+}
+
+spry_status spry_gemv(float *y, const float *x, const void *w, spry_wfmt fmt, const float *bias,
+                      int64_t M, int64_t K, int64_t N, int n_threads) {
+    if ((unsigned)fmt >= SPRY_WFMT_COUNT)
+        return spry_errorf(SPRY_ERR_ARG, "spry_gemv: bad weight format %d", (int)fmt);
+    if (!y || !x || !w) return spry_errorf(SPRY_ERR_ARG, "spry_gemv: NULL pointer");
+    const size_t rb = spry_wfmt_row_bytes(fmt, K);
+    if (M < 1 || N < 1 || rb == 0)
+        return spry_errorf(SPRY_ERR_ARG,
+                           "spry_gemv: M=%lld K=%lld N=%lld: need M, N >= 1 and K >= 1 a multiple "
+                           "of %lld for %s",
+                           (long long)M, (long long)K, (long long)N,
+                           (long long)spry_wfmt_block(fmt), spry_wfmt_name(fmt));
+    spry_quant_isa isa = spry_quant_isa_used(fmt);
+    gemv_row_fn    fn  = k_row_fns[isa][fmt];
+    if (!fn) fn = k_row_fns[SPRY_QUANT_ISA_SCALAR][fmt];
+
+    gemv_act a   = {.K = K, .nb = K / QK, .x = x};
+    void    *mem = NULL;
+    if (fmt == SPRY_WFMT_Q8_0 || fmt == SPRY_WFMT_Q4_0)
+        SPRY_TRY(act_prepare(&a, x, M, fmt == SPRY_WFMT_Q4_0, &mem));
+
+    int64_t nt = n_threads > 0 ? n_threads : omp_get_max_threads();
+    if ((size_t)N * rb < GEMV_PAR_MIN_BYTES) nt = 1;
+    if (nt > N) nt = N;
+    if (nt <= 1) {
+        gemv_range(fn, w, rb, &a, bias, y, M, N, 0, N);
+    } else {
+#pragma omp parallel num_threads((int)nt)
+        {
+            int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
+            gemv_range(fn, w, rb, &a, bias, y, M, N, N * t / T, N * (t + 1) / T);
+        }
+    }
+    free(mem);
+    return SPRY_OK;
+}
