@@ -70,29 +70,34 @@ AVX512 __attribute__((always_inline)) static inline void tile(const float *X, in
         for (int j = 0; j < JT; j++) Y[(r0 + r) * N + j0 + j] = hsum16(acc[r][j]) + (bias ? bias[j0 + j] : 0.0f);
 }
 
-AVX512 static void linear_avx512(const float *X, int64_t M, int64_t K, const float *W, const float *bias, int64_t N,
-                                 float *Y) {
-    // columns in chunks of 4 weight rows; every thread streams its weight rows once per 4 rows of X
-#pragma omp parallel for schedule(static)
-    for (int64_t jb = 0; jb < (N + 3) / 4; jb++) {
-        int64_t j0 = jb * 4;
-        int     JT = N - j0 < 4 ? (int)(N - j0) : 4;
-        for (int64_t r0 = 0; r0 < M; r0 += 4) {
-            int RT = M - r0 < 4 ? (int)(M - r0) : 4;
-            // constant tile sizes let the compiler keep the accumulators in registers
-            if (JT == 4) {
-                switch (RT) {
-                case 4: tile(X, K, W, bias, N, Y, r0, 4, j0, 4); break;
-                case 3: tile(X, K, W, bias, N, Y, r0, 3, j0, 4); break;
-                case 2: tile(X, K, W, bias, N, Y, r0, 2, j0, 4); break;
-                default: tile(X, K, W, bias, N, Y, r0, 1, j0, 4); break;
-                }
-            } else {
-                for (int r = 0; r < RT; r++)
-                    for (int j = 0; j < JT; j++) tile(X, K, W, bias, N, Y, r0 + r, 1, j0 + j, 1);
+// All M rows against weight rows [4 jb, 4 jb + 4): the work of one OpenMP iteration. A separate
+// function because OpenMP's outlined bodies do not inherit target attributes (clang).
+AVX512 static void block_avx512(const float *X, int64_t M, int64_t K, const float *W, const float *bias, int64_t N,
+                                float *Y, int64_t jb) {
+    int64_t j0 = jb * 4;
+    int     JT = N - j0 < 4 ? (int)(N - j0) : 4;
+    for (int64_t r0 = 0; r0 < M; r0 += 4) {
+        int RT = M - r0 < 4 ? (int)(M - r0) : 4;
+        // constant tile sizes let the compiler keep the accumulators in registers
+        if (JT == 4) {
+            switch (RT) {
+            case 4: tile(X, K, W, bias, N, Y, r0, 4, j0, 4); break;
+            case 3: tile(X, K, W, bias, N, Y, r0, 3, j0, 4); break;
+            case 2: tile(X, K, W, bias, N, Y, r0, 2, j0, 4); break;
+            default: tile(X, K, W, bias, N, Y, r0, 1, j0, 4); break;
             }
+        } else {
+            for (int r = 0; r < RT; r++)
+                for (int j = 0; j < JT; j++) tile(X, K, W, bias, N, Y, r0 + r, 1, j0 + j, 1);
         }
     }
+}
+
+static void linear_avx512(const float *X, int64_t M, int64_t K, const float *W, const float *bias, int64_t N,
+                          float *Y) {
+    // columns in chunks of 4 weight rows; every thread streams its weight rows once per 4 rows of X
+#pragma omp parallel for schedule(static)
+    for (int64_t jb = 0; jb < (N + 3) / 4; jb++) block_avx512(X, M, K, W, bias, N, Y, jb);
 }
 
 static void linear_scalar(const float *X, int64_t M, int64_t K, const float *W, const float *bias, int64_t N,
@@ -139,41 +144,41 @@ AVX512BF16 __attribute__((always_inline)) static inline void tile_bf16(const uin
         for (int j = 0; j < JT; j++) Y[(r0 + r) * N + j0 + j] = hsum16(acc[r][j]) + (bias ? bias[j0 + j] : 0.0f);
 }
 
-AVX512BF16 static void round_rows_bf16(const float *X, int64_t n, uint16_t *xb) {
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(X + i + 16), _mm512_loadu_ps(X + i));
-        _mm512_storeu_si512((void *)(xb + i), (__m512i)v);
-    }
-    for (; i < n; i++) { // nearest even, as vcvtne2ps2bf16 (NaN-free inputs)
+// Rounds to bf16, nearest even (as vcvtne2ps2bf16; the inputs are finite). Scalar: it is O(M K)
+// next to the O(M K N) products, and clang 14 cannot lower the vector conversion here.
+static void round_rows_bf16(const float *X, int64_t n, uint16_t *xb) {
+    for (int64_t i = 0; i < n; i++) {
         uint32_t u;
         __builtin_memcpy(&u, X + i, 4);
         xb[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
     }
 }
 
-AVX512BF16 static void linear_bf16(const float *X, int64_t M, int64_t K, const uint16_t *W, const float *bias,
-                                   int64_t N, float *Y, uint16_t *xb) {
-    round_rows_bf16(X, M * K, xb);
-#pragma omp parallel for schedule(static)
-    for (int64_t jb = 0; jb < (N + 3) / 4; jb++) {
-        int64_t j0 = jb * 4;
-        int     JT = N - j0 < 4 ? (int)(N - j0) : 4;
-        for (int64_t r0 = 0; r0 < M; r0 += 4) {
-            int RT = M - r0 < 4 ? (int)(M - r0) : 4;
-            if (JT == 4) {
-                switch (RT) {
-                case 4: tile_bf16(xb, K, W, bias, N, Y, r0, 4, j0, 4); break;
-                case 3: tile_bf16(xb, K, W, bias, N, Y, r0, 3, j0, 4); break;
-                case 2: tile_bf16(xb, K, W, bias, N, Y, r0, 2, j0, 4); break;
-                default: tile_bf16(xb, K, W, bias, N, Y, r0, 1, j0, 4); break;
-                }
-            } else {
-                for (int r = 0; r < RT; r++)
-                    for (int j = 0; j < JT; j++) tile_bf16(xb, K, W, bias, N, Y, r0 + r, 1, j0 + j, 1);
+AVX512BF16 static void block_bf16(const uint16_t *xb, int64_t M, int64_t K, const uint16_t *W, const float *bias,
+                                  int64_t N, float *Y, int64_t jb) {
+    int64_t j0 = jb * 4;
+    int     JT = N - j0 < 4 ? (int)(N - j0) : 4;
+    for (int64_t r0 = 0; r0 < M; r0 += 4) {
+        int RT = M - r0 < 4 ? (int)(M - r0) : 4;
+        if (JT == 4) {
+            switch (RT) {
+            case 4: tile_bf16(xb, K, W, bias, N, Y, r0, 4, j0, 4); break;
+            case 3: tile_bf16(xb, K, W, bias, N, Y, r0, 3, j0, 4); break;
+            case 2: tile_bf16(xb, K, W, bias, N, Y, r0, 2, j0, 4); break;
+            default: tile_bf16(xb, K, W, bias, N, Y, r0, 1, j0, 4); break;
             }
+        } else {
+            for (int r = 0; r < RT; r++)
+                for (int j = 0; j < JT; j++) tile_bf16(xb, K, W, bias, N, Y, r0 + r, 1, j0 + j, 1);
         }
     }
+}
+
+static void linear_bf16(const float *X, int64_t M, int64_t K, const uint16_t *W, const float *bias, int64_t N,
+                        float *Y, uint16_t *xb) {
+    round_rows_bf16(X, M * K, xb);
+#pragma omp parallel for schedule(static)
+    for (int64_t jb = 0; jb < (N + 3) / 4; jb++) block_bf16(xb, M, K, W, bias, N, Y, jb);
 }
 
 bool spry_eng_linear_bf16(const float *X, int64_t M, int64_t K, const uint16_t *W, const float *bias, int64_t N,

