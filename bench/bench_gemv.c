@@ -18,6 +18,7 @@
  * `RESULT gemv_gpt2_124m_<fmt>_token_ms_lower_better spry=<ms> bound=<ms> ratio=... unit=ms`.
  * Usage: bench_gemv [seconds per measurement] (default 0.4).
  */
+#define _POSIX_C_SOURCE 200809L
 #include <immintrin.h>
 #include <omp.h>
 #include <stdint.h>

@@ -48,7 +48,7 @@ static int ggml_type_of(const char *t) {
 static int run(int argc, char **argv, bool quantize) {
     const char *cmd = quantize ? "quantize" : "convert", *model = NULL, *out = NULL;
     const char *type = quantize ? "q8_0" : "f32";
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { // every option takes a value (--help returns at once)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout, cmd);
@@ -65,7 +65,6 @@ static int run(int argc, char **argv, bool quantize) {
             return 2;
         }
         *sv = v;
-        i++;
     }
     if (!model || !out) {
         fprintf(stderr, "spry %s: --model and --out are required\n", cmd);
