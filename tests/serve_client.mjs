@@ -315,7 +315,7 @@ async function main() {
         const ac = new AbortController();
         ctrls.push(ac);
         const rs = await fetch(B + '/v1/completions', { method: 'POST', headers: { 'Content-Type': 'application/json' }, signal: ac.signal,
-            body: JSON.stringify({ prompt: 'The river', max_tokens: 900, temperature: 0, stream: true }) });
+            body: JSON.stringify({ prompt: 'The river', max_tokens: 1000, temperature: 0, stream: true }) });
         const rd = rs.body.getReader();
         let n = 0;
         while (n < 3) { const { value } = await rd.read(); n += (new TextDecoder().decode(value).match(/data: /g) || []).length; }
@@ -346,8 +346,8 @@ async function main() {
     // a non-streaming client that leaves is cancelled as well
     const ac = new AbortController();
     const pending = fetch(B + '/v1/completions', { method: 'POST', headers: { 'Content-Type': 'application/json' }, signal: ac.signal,
-        body: JSON.stringify({ prompt: 'The river', max_tokens: 900, temperature: 0 }) }).catch(() => null);
-    await sleep(300);
+        body: JSON.stringify({ prompt: 'The river', max_tokens: 1000, temperature: 0 }) }).catch(() => null);
+    await sleep(100);
     ac.abort();
     await pending;
     let ok = false;

@@ -29,7 +29,7 @@ done
 "$SPRY" prepare --input "$TMP/corpus" --tokenizer "$TMP/tok.json" --out "$TMP/data" >/dev/null 2>&1 || { echo "FAIL: fixture data"; exit 1; }
 echo '{"train_micro_batch_size_per_gpu": 4, "optimizer": {"type": "AdamW", "params": {"lr": 3e-3}}, "steps_per_print": 100}' > "$TMP/ds.json"
 echo '{"model_type": "gpt2", "vocab_size": 300, "n_positions": 256, "n_embd": 32, "n_layer": 2, "n_head": 2}' > "$TMP/a.json"
-echo '{"model_type": "gpt2", "vocab_size": 300, "n_positions": 1024, "n_embd": 384, "n_layer": 4, "n_head": 4}' > "$TMP/b.json"
+echo '{"model_type": "gpt2", "vocab_size": 300, "n_positions": 1024, "n_embd": 512, "n_layer": 4, "n_head": 4}' > "$TMP/b.json"
 T="--data $TMP/data --config $TMP/ds.json --seq 32 --threads 2 --split 1,0,0 --tokenizer $TMP/tok.json --progress log"
 timeout 120 "$SPRY" train $T --model-config "$TMP/a.json" --steps 30 --out "$TMP/runA" >"$TMP/trainA.log" 2>&1 &&
 timeout 120 "$SPRY" train $T --model-config "$TMP/b.json" --steps 1 --out "$TMP/runB" >"$TMP/trainB.log" 2>&1 ||

@@ -64,8 +64,8 @@ static const cJSON *field(const cJSON *obj, const char *key) {
 }
 
 static bool is_int(const cJSON *v, double lo, double hi) {
-    return cJSON_IsNumber(v) && isfinite(v->valuedouble) && v->valuedouble == floor(v->valuedouble) &&
-           v->valuedouble >= lo && v->valuedouble <= hi;
+    return cJSON_IsNumber(v) && isfinite(v->valuedouble) &&
+           v->valuedouble == floor(v->valuedouble) && v->valuedouble >= lo && v->valuedouble <= hi;
 }
 
 // A number field in [lo, hi] (lo exclusive when lo_open). Absent: *out unchanged.
@@ -77,8 +77,8 @@ static bool get_num(const cJSON *obj, const char *key, double lo, bool lo_open, 
     double x = v->valuedouble;
     if (!isfinite(x) || x > hi || (lo_open ? x <= lo : x < lo))
         return api_fail(e, 400, "invalid_request_error", key, "invalid_value",
-                        "Invalid value for '%s': %g is not in %s%g, %g].", key, x, lo_open ? "(" : "[",
-                        lo, hi);
+                        "Invalid value for '%s': %g is not in %s%g, %g].", key, x,
+                        lo_open ? "(" : "[", lo, hi);
     *out = (float)x;
     return true;
 }
@@ -151,7 +151,8 @@ bool serve_template_parse(const char *json, serve_template *t, api_error *e) {
 }
 
 // Appends tmpl with {role} and {content} replaced.
-static void fill(sbuf *b, const char *tmpl, const char *role, const char *content, size_t n_content) {
+static void fill(sbuf *b, const char *tmpl, const char *role, const char *content,
+                 size_t n_content) {
     for (const char *p = tmpl; *p;) {
         if (!strncmp(p, "{role}", 6)) {
             sb_puts(b, role);
@@ -177,8 +178,8 @@ static bool content_text(const cJSON *c, int i, sbuf *out, api_error *e) {
         for (const cJSON *part = c->child; part; part = part->next) {
             const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
             const cJSON *text = cJSON_GetObjectItemCaseSensitive(part, "text");
-            if (!cJSON_IsObject(part) || !cJSON_IsString(type) || strcmp(type->valuestring, "text") ||
-                !cJSON_IsString(text))
+            if (!cJSON_IsObject(part) || !cJSON_IsString(type) ||
+                strcmp(type->valuestring, "text") || !cJSON_IsString(text))
                 return api_fail(e, 400, "invalid_request_error", "messages", "invalid_value",
                                 "messages[%d].content: only text parts {\"type\": \"text\", "
                                 "\"text\": ...} are supported",
@@ -412,7 +413,8 @@ void api_json_error(sbuf *b, const api_error *e) {
 static void head(sbuf *b, const char *object, const char *id, int64_t created, const char *model) {
     sb_puts(b, "{\"id\": ");
     sb_json_cstr(b, id);
-    sb_printf(b, ", \"object\": \"%s\", \"created\": %lld, \"model\": ", object, (long long)created);
+    sb_printf(b, ", \"object\": \"%s\", \"created\": %lld, \"model\": ", object,
+              (long long)created);
     sb_json_cstr(b, model);
 }
 

@@ -68,7 +68,8 @@ void serve_metrics_render(const serve_metrics *m, const spry_engine_stats *st, b
                           int64_t pending, sbuf *b) {
     static const char *const reasons[SERVE_END_COUNT] = {"stop", "length", "cancelled", "error"};
     scalar(b, "spry_ready", "gauge", "1 once the model is loaded and the engine runs", ready);
-    scalar(b, "spry_requests_total", "counter", "Generation requests accepted.", (double)m->requests);
+    scalar(b, "spry_requests_total", "counter", "Generation requests accepted.",
+           (double)m->requests);
     head(b, "spry_requests_finished_total", "counter", "Generation requests finished, by reason.");
     for (int i = 0; i < SERVE_END_COUNT; i++)
         sb_printf(b, "spry_requests_finished_total{reason=\"%s\"} %lld\n", reasons[i],
@@ -78,8 +79,11 @@ void serve_metrics_render(const serve_metrics *m, const spry_engine_stats *st, b
            (double)m->rejected_full);
     head(b, "spry_http_responses_total", "counter", "HTTP responses, by status code.");
     for (int i = 0; i <= N_STATUS; i++) {
-        if (i < N_STATUS) sb_printf(b, "spry_http_responses_total{code=\"%u\"} %lld\n", k_status[i], (long long)m->http[i]);
-        else sb_printf(b, "spry_http_responses_total{code=\"other\"} %lld\n", (long long)m->http[i]);
+        if (i < N_STATUS)
+            sb_printf(b, "spry_http_responses_total{code=\"%u\"} %lld\n", k_status[i],
+                      (long long)m->http[i]);
+        else
+            sb_printf(b, "spry_http_responses_total{code=\"other\"} %lld\n", (long long)m->http[i]);
     }
     scalar(b, "spry_prompt_tokens_total", "counter", "Prompt tokens of accepted requests.",
            (double)m->prompt_tokens);
@@ -94,25 +98,28 @@ void serve_metrics_render(const serve_metrics *m, const spry_engine_stats *st, b
            (double)st->running);
     scalar(b, "spry_num_requests_waiting", "gauge", "Requests waiting for admission.",
            (double)st->waiting);
-    double usage = st->kv_blocks_total ? (double)st->kv_blocks_used / (double)st->kv_blocks_total : 0;
+    double usage =
+        st->kv_blocks_total ? (double)st->kv_blocks_used / (double)st->kv_blocks_total : 0;
     scalar(b, "spry_kv_cache_usage_ratio", "gauge", "KV blocks in use / KV blocks in the pool.",
            usage);
     scalar(b, "spry_kv_blocks_used", "gauge", "KV blocks held by sequences.",
            (double)st->kv_blocks_used);
-    scalar(b, "spry_kv_blocks_total", "gauge", "KV blocks in the pool.", (double)st->kv_blocks_total);
+    scalar(b, "spry_kv_blocks_total", "gauge", "KV blocks in the pool.",
+           (double)st->kv_blocks_total);
     scalar(b, "spry_kv_blocks_cached", "gauge", "Free KV blocks still holding a reusable prefix.",
            (double)st->kv_blocks_cached);
-    scalar(b, "spry_prefix_cache_queries_total", "counter", "Prompt blocks looked up in the prefix cache.",
-           (double)st->prefix_queries);
+    scalar(b, "spry_prefix_cache_queries_total", "counter",
+           "Prompt blocks looked up in the prefix cache.", (double)st->prefix_queries);
     scalar(b, "spry_prefix_cache_hits_total", "counter", "Prompt blocks found in the prefix cache.",
            (double)st->prefix_hits);
-    scalar(b, "spry_engine_prompt_tokens_total", "counter",
-           "Prompt tokens the engine computed (prefix-cache hits excluded, recomputation included).",
-           (double)st->prompt_tokens);
+    scalar(
+        b, "spry_engine_prompt_tokens_total", "counter",
+        "Prompt tokens the engine computed (prefix-cache hits excluded, recomputation included).",
+        (double)st->prompt_tokens);
     scalar(b, "spry_engine_generation_tokens_total", "counter", "Tokens the engine sampled.",
            (double)st->generated_tokens);
-    scalar(b, "spry_preemptions_total", "counter", "Sequences preempted for KV blocks (recomputed later).",
-           (double)st->preemptions);
+    scalar(b, "spry_preemptions_total", "counter",
+           "Sequences preempted for KV blocks (recomputed later).", (double)st->preemptions);
     scalar(b, "spry_engine_steps_total", "counter", "Engine iterations.", (double)st->steps);
     hist(b, "spry_time_to_first_token_seconds", "Time from arrival to the first generated token.",
          &m->ttft);

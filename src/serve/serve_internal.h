@@ -78,7 +78,13 @@ typedef struct serve_hist {
     uint64_t      count;
 } serve_hist;
 
-enum { SERVE_END_STOP = 0, SERVE_END_LENGTH, SERVE_END_CANCELLED, SERVE_END_ERROR, SERVE_END_COUNT };
+enum {
+    SERVE_END_STOP = 0,
+    SERVE_END_LENGTH,
+    SERVE_END_CANCELLED,
+    SERVE_END_ERROR,
+    SERVE_END_COUNT
+};
 
 typedef struct serve_metrics {
     serve_hist ttft, itl, e2e;

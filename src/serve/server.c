@@ -1,5 +1,6 @@
 /*
- * server.c -- the HTTP server of serve.h on libmicrohttpd (https://www.gnu.org/software/libmicrohttpd/).
+ * server.c -- the HTTP server of serve.h on libmicrohttpd
+ * (https://www.gnu.org/software/libmicrohttpd/).
  *
  * Threads. libmicrohttpd runs one thread per connection (MHD_USE_THREAD_PER_CONNECTION, bounded
  * by max_connections), so a connection may block while its request generates without holding
@@ -204,7 +205,8 @@ static void on_token(void *user, int64_t id, int32_t token, spry_finish f) {
         const char *bytes;
         size_t      n;
         // the stop id itself is not text; an id the tokenizer lacks (model padding) has none
-        if (f != SPRY_FINISH_STOP && spry_tokenizer_stream_push(r->ds, token, &bytes, &n) == SPRY_OK) {
+        if (f != SPRY_FINISH_STOP &&
+            spry_tokenizer_stream_push(r->ds, token, &bytes, &n) == SPRY_OK) {
             int m = serve_text_append(&r->text, bytes, n, r->stop, r->n_stop);
             if (m != 0) {
                 r->stopped = true;
@@ -232,7 +234,8 @@ static void on_token(void *user, int64_t id, int32_t token, spry_finish f) {
         serve_hist_observe(&s->metrics.e2e, now - r->t_arrival);
         s->n_pending--;
     }
-    if (r->stream || r->done || r->stopped) pthread_cond_signal(&r->cv); // a JSON reply waits for the end
+    if (r->stream || r->done || r->stopped)
+        pthread_cond_signal(&r->cv); // a JSON reply waits for the end
     pthread_mutex_unlock(&s->mu);
     if (cancel) spry_engine_cancel(s->engine, id);
     if (f != SPRY_FINISH_NONE) req_release(r);
@@ -311,7 +314,16 @@ static enum MHD_Result fail(spry_server *s, struct MHD_Connection *c, int status
 // ---------------------------------------------------------------------------------------------
 // Routes
 
-enum { R_HEALTH = 1, R_MODELS, R_MODEL, R_METRICS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE };
+enum {
+    R_HEALTH = 1,
+    R_MODELS,
+    R_MODEL,
+    R_METRICS,
+    R_COMPLETIONS,
+    R_CHAT,
+    R_TOKENIZE,
+    R_DETOKENIZE
+};
 
 typedef struct route {
     const char *path;   // exact path; R_MODEL matches "/v1/models/<id>"
@@ -423,7 +435,9 @@ static cJSON *parse_body(spry_server *s, struct MHD_Connection *c, conn_state *c
     const char *end  = NULL;
     cJSON      *root = cs->body ? cJSON_ParseWithLengthOpts(cs->body, cs->len, &end, false) : NULL;
     if (root && end) // only whitespace may follow the value
-        while (end < cs->body + cs->len && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')) end++;
+        while (end < cs->body + cs->len &&
+               (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
+            end++;
     if (!root || end != cs->body + cs->len) {
         cJSON_Delete(root);
         api_error e;
@@ -434,7 +448,10 @@ static cJSON *parse_body(spry_server *s, struct MHD_Connection *c, conn_state *c
             api_fail(&e, 400, "invalid_request_error", NULL, NULL,
                      "We could not parse the JSON body of your request (error near byte %lld of "
                      "%lld). The API expects a JSON payload.",
-                     (long long)((end ? end : cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() : cs->body) - cs->body),
+                     (long long)((end                   ? end
+                                  : cJSON_GetErrorPtr() ? cJSON_GetErrorPtr()
+                                                        : cs->body) -
+                                 cs->body),
                      (long long)cs->len);
         *ret = send_error(s, c, &e);
         return NULL;
@@ -458,7 +475,10 @@ static enum MHD_Result handle_tokenize(spry_server *s, struct MHD_Connection *c,
     if (!cJSON_IsString(content) || (ps && !cJSON_IsBool(ps) && !cJSON_IsNull(ps)) ||
         (wp && !cJSON_IsBool(wp) && !cJSON_IsNull(wp))) {
         cJSON_Delete(root);
-        return fail(s, c, 400, "invalid_request_error", !cJSON_IsString(content) ? "content" : ps && !cJSON_IsBool(ps) ? "parse_special" : "with_pieces",
+        return fail(s, c, 400, "invalid_request_error",
+                    !cJSON_IsString(content)  ? "content"
+                    : ps && !cJSON_IsBool(ps) ? "parse_special"
+                                              : "with_pieces",
                     "invalid_type",
                     "/tokenize expects {\"content\": string, \"parse_special\": bool (true), "
                     "\"with_pieces\": bool (false)}");
@@ -467,12 +487,14 @@ static enum MHD_Result handle_tokenize(spry_server *s, struct MHD_Connection *c,
     ep.parse_special      = !cJSON_IsFalse(ps);
     bool        pieces    = cJSON_IsTrue(wp);
     spry_tokens ids       = {0};
-    spry_status st        = spry_tokenizer_encode(s->tok, content->valuestring, strlen(content->valuestring), &ep, &ids);
+    spry_status st        = spry_tokenizer_encode(s->tok, content->valuestring,
+                                                  strlen(content->valuestring), &ep, &ids);
     cJSON_Delete(root);
     if (st) {
         spry_tokens_free(&ids);
-        return fail(s, c, st == SPRY_ERR_ARG ? 400 : 500, st == SPRY_ERR_ARG ? "invalid_request_error" : "server_error",
-                    "content", NULL, spry_last_error());
+        return fail(s, c, st == SPRY_ERR_ARG ? 400 : 500,
+                    st == SPRY_ERR_ARG ? "invalid_request_error" : "server_error", "content", NULL,
+                    spry_last_error());
     }
     sbuf b = {0};
     sb_puts(&b, "{\"tokens\": [");
@@ -515,8 +537,9 @@ static enum MHD_Result handle_detokenize(spry_server *s, struct MHD_Connection *
     spry_tokens_free(&ids);
     if (st) {
         free(text);
-        return fail(s, c, st == SPRY_ERR_ARG ? 400 : 500, st == SPRY_ERR_ARG ? "invalid_request_error" : "server_error",
-                    "tokens", NULL, spry_last_error());
+        return fail(s, c, st == SPRY_ERR_ARG ? 400 : 500,
+                    st == SPRY_ERR_ARG ? "invalid_request_error" : "server_error", "tokens", NULL,
+                    spry_last_error());
     }
     sbuf b = {0};
     sb_puts(&b, "{\"content\": ");
@@ -535,18 +558,21 @@ static bool sse_produce(spry_server *s, sreq *r) {
     size_t before = r->out.n;
     bool   ended  = r->done || r->stopped;
     if (r->chat && !r->role_sent) {
-        api_sse_chunk(&r->out, true, r->id_str, r->created, r->model, true, NULL, 0, NULL, r->include_usage);
+        api_sse_chunk(&r->out, true, r->id_str, r->created, r->model, true, NULL, 0, NULL,
+                      r->include_usage);
         r->role_sent = true;
     }
     if (r->n_sent < r->text.released) {
-        api_sse_chunk(&r->out, r->chat, r->id_str, r->created, r->model, false, r->text.buf + r->n_sent,
-                      r->text.released - r->n_sent, NULL, r->include_usage);
+        api_sse_chunk(&r->out, r->chat, r->id_str, r->created, r->model, false,
+                      r->text.buf + r->n_sent, r->text.released - r->n_sent, NULL,
+                      r->include_usage);
         r->n_sent = r->text.released;
     }
     if (ended && !r->all_sent) {
         if (r->finish == SERVE_END_ERROR || r->finish == SERVE_END_CANCELLED) {
             api_error e;
-            api_fail(&e, 500, "server_error", NULL, NULL, "generation failed: the engine reported an error");
+            api_fail(&e, 500, "server_error", NULL, NULL,
+                     "generation failed: the engine reported an error");
             sb_puts(&r->out, "data: ");
             api_json_error(&r->out, &e);
             sb_puts(&r->out, "\n\n");
@@ -558,7 +584,8 @@ static bool sse_produce(spry_server *s, sreq *r) {
                 api_sse_chunk(&r->out, false, r->id_str, r->created, r->model, false, "", 0,
                               finish_name(r->finish), r->include_usage);
             if (r->include_usage)
-                api_sse_usage(&r->out, r->chat, r->id_str, r->created, r->model, r->n_prompt, r->n_gen);
+                api_sse_usage(&r->out, r->chat, r->id_str, r->created, r->model, r->n_prompt,
+                              r->n_gen);
         }
         sb_puts(&r->out, "data: [DONE]\n\n");
         r->all_sent = true;
@@ -622,8 +649,9 @@ static sreq *submit(spry_server *s, struct MHD_Connection *c, serve_gen *g, enum
     }
     if (g->ids.n == 0) { // an empty prompt starts from the end-of-text token, as OpenAI's does
         if (s->eos < 0 || spry_tokens_push(&g->ids, s->eos)) {
-            *ret = fail(s, c, 400, "invalid_request_error", "prompt", "invalid_value",
-                        "The prompt is empty (and the tokenizer has no end-of-text token to start from).");
+            *ret = fail(
+                s, c, 400, "invalid_request_error", "prompt", "invalid_value",
+                "The prompt is empty (and the tokenizer has no end-of-text token to start from).");
             return NULL;
         }
     }
@@ -636,15 +664,17 @@ static sreq *submit(spry_server *s, struct MHD_Connection *c, serve_gen *g, enum
             return NULL;
         }
     int64_t n = g->ids.n, room = s->n_ctx - n, mt = g->max_tokens;
-    if (mt < 0) mt = g->chat ? room : (s->p.default_max_tokens < room ? s->p.default_max_tokens : room);
+    if (mt < 0)
+        mt = g->chat ? room : (s->p.default_max_tokens < room ? s->p.default_max_tokens : room);
     if (mt < 1) mt = 1;
     if (n + mt > s->n_ctx) {
         if (g->chat)
-            api_fail(&e, 400, "invalid_request_error", "messages", "context_length_exceeded",
-                     "This model's maximum context length is %lld tokens. However, you requested "
-                     "%lld tokens (%lld in the messages, %lld in the completion). Please reduce the "
-                     "length of the messages or completion.",
-                     (long long)s->n_ctx, (long long)(n + mt), (long long)n, (long long)mt);
+            api_fail(
+                &e, 400, "invalid_request_error", "messages", "context_length_exceeded",
+                "This model's maximum context length is %lld tokens. However, you requested "
+                "%lld tokens (%lld in the messages, %lld in the completion). Please reduce the "
+                "length of the messages or completion.",
+                (long long)s->n_ctx, (long long)(n + mt), (long long)n, (long long)mt);
         else
             api_fail(&e, 400, "invalid_request_error",
                      n >= s->n_ctx || g->max_tokens < 0 ? "prompt" : "max_tokens",
@@ -669,11 +699,14 @@ static sreq *submit(spry_server *s, struct MHD_Connection *c, serve_gen *g, enum
         *ret = fail(s, c, 500, "server_error", NULL, NULL, "out of memory");
         return NULL;
     }
-    r->srv = s, r->chat = g->chat, r->stream = g->stream, r->include_usage = g->stream && g->include_usage;
-    r->n_prompt = n, r->created = (int64_t)time(NULL), r->t_arrival = r->t_checked = now_s(), r->fd = -1;
+    r->srv = s, r->chat = g->chat, r->stream = g->stream,
+    r->include_usage = g->stream && g->include_usage;
+    r->n_prompt = n, r->created = (int64_t)time(NULL), r->t_arrival = r->t_checked = now_s(),
+    r->fd = -1;
     for (int i = 0; i < g->n_stop; i++) r->stop[i] = g->stop[i], g->stop[i] = NULL;
     r->n_stop = g->n_stop, g->n_stop = 0;
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (ci) r->fd = ci->connect_fd;
 
     pthread_mutex_lock(&s->mu);
@@ -769,8 +802,9 @@ static enum MHD_Result handle_generate(spry_server *s, struct MHD_Connection *c,
     sbuf b   = {0};
     int  fin = r->finish;
     if (fin != SERVE_END_ERROR && fin != SERVE_END_CANCELLED)
-        api_json_completion(&b, r->chat, r->id_str, r->created, r->model, r->text.buf ? r->text.buf : "",
-                            r->text.len, finish_name(fin), r->n_prompt, r->n_gen);
+        api_json_completion(&b, r->chat, r->id_str, r->created, r->model,
+                            r->text.buf ? r->text.buf : "", r->text.len, finish_name(fin),
+                            r->n_prompt, r->n_gen);
     pthread_mutex_unlock(&s->mu);
     req_release(r);
     if (fin == SERVE_END_ERROR || fin == SERVE_END_CANCELLED) {
@@ -794,11 +828,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!(cs = calloc(1, sizeof *cs))) return MHD_NO;
         *con_cls = cs;
         if (!strcmp(method, "OPTIONS")) { // CORS preflight, no auth
-            struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+            struct MHD_Response *resp =
+                MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
             if (!resp) return MHD_NO;
             MHD_add_response_header(resp, "Access-Control-Allow-Origin", "*");
             MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
-            MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+            MHD_add_response_header(resp, "Access-Control-Allow-Headers",
+                                    "Authorization, Content-Type");
             enum MHD_Result ret = MHD_queue_response(c, 204, resp);
             MHD_destroy_response(resp);
             pthread_mutex_lock(&s->mu);
@@ -809,7 +845,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         const route *rt = find_route(url);
         if (!rt) {
             api_error e;
-            api_fail(&e, 404, "not_found_error", NULL, NULL, "Unknown route: %s %.200s", method, url);
+            api_fail(&e, 404, "not_found_error", NULL, NULL, "Unknown route: %s %.200s", method,
+                     url);
             return send_error(s, c, &e);
         }
         bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
@@ -827,11 +864,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         cs->route = rt->id;
         // answers wait for the end of the request (the next call), else libmicrohttpd closes
         // the connection after them; only refusals are sent at once
-        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *cl =
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > s->p.max_body) {
             api_error e;
             api_fail(&e, 413, "invalid_request_error", NULL, "request_too_large",
-                     "The request body (%s bytes) exceeds the limit of %zu bytes.", cl, s->p.max_body);
+                     "The request body (%s bytes) exceeds the limit of %zu bytes.", cl,
+                     s->p.max_body);
             return send_error(s, c, &e);
         }
         return MHD_YES;
@@ -871,8 +910,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (cs->route == R_MODELS) return handle_models(s, c, NULL);
     if (cs->route == R_MODEL) return handle_models(s, c, url);
     if (cs->route == R_METRICS) return handle_metrics(s, c);
-    bool model_route = cs->route == R_COMPLETIONS || cs->route == R_CHAT || cs->route == R_TOKENIZE ||
-                       cs->route == R_DETOKENIZE;
+    bool model_route = cs->route == R_COMPLETIONS || cs->route == R_CHAT ||
+                       cs->route == R_TOKENIZE || cs->route == R_DETOKENIZE;
     if (model_route && !atomic_load(&s->ready)) return not_ready(s, c);
     if (cs->route == R_TOKENIZE) return handle_tokenize(s, c, cs);
     if (cs->route == R_DETOKENIZE) return handle_detokenize(s, c, cs);
@@ -891,7 +930,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     spry_server *s  = cls;
     conn_state  *cs = *con_cls;
     if (!cs) return;
-    if (cs->timeout_lifted) MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, s->p.timeout_s);
+    if (cs->timeout_lifted)
+        MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, s->p.timeout_s);
     free(cs->body);
     free(cs);
     *con_cls = NULL;
@@ -921,11 +961,12 @@ spry_status spry_server_start(const spry_server_params *p, spry_server **out) {
     if (!p->host || !*p->host || p->port < 0 || p->port > 65535 || p->max_body < 2 ||
         p->max_queue < 0 || p->max_connections < 1 || !p->model_id || !*p->model_id ||
         p->default_max_tokens < 1)
-        return spry_errorf(SPRY_ERR_ARG,
-                           "serve: bad parameters (host '%s', port %d, max_body %zu, max_queue %lld, "
-                           "max_connections %d, default_max_tokens %lld)",
-                           p->host ? p->host : "(null)", p->port, p->max_body, (long long)p->max_queue,
-                           p->max_connections, (long long)p->default_max_tokens);
+        return spry_errorf(
+            SPRY_ERR_ARG,
+            "serve: bad parameters (host '%s', port %d, max_body %zu, max_queue %lld, "
+            "max_connections %d, default_max_tokens %lld)",
+            p->host ? p->host : "(null)", p->port, p->max_body, (long long)p->max_queue,
+            p->max_connections, (long long)p->default_max_tokens);
     spry_server *s = calloc(1, sizeof *s);
     if (!s) return spry_errorf(SPRY_ERR_NOMEM, "serve: out of memory");
     s->p = *p;
@@ -934,7 +975,8 @@ spry_status spry_server_start(const spry_server_params *p, spry_server **out) {
     s->model_id = dup_or_null(p->model_id);
     s->eos      = -1;
     s->started  = time(NULL);
-    s->rng      = (uint64_t)time(NULL) * 0x2545F4914F6CDD1Dull ^ (uint64_t)(uintptr_t)s ^ (uint64_t)getpid();
+    s->rng =
+        (uint64_t)time(NULL) * 0x2545F4914F6CDD1Dull ^ (uint64_t)(uintptr_t)s ^ (uint64_t)getpid();
     atomic_init(&s->ready, false);
     atomic_init(&s->engine_stop, false);
     pthread_mutex_init(&s->mu, NULL);
@@ -956,10 +998,11 @@ spry_status spry_server_start(const spry_server_params *p, spry_server **out) {
     int gai = getaddrinfo(p->host, port, &hints, &ai);
     if (gai || !ai) {
         spry_server_stop(s);
-        return spry_errorf(SPRY_ERR_IO, "serve: cannot resolve host '%s': %s", p->host, gai_strerror(gai));
+        return spry_errorf(SPRY_ERR_IO, "serve: cannot resolve host '%s': %s", p->host,
+                           gai_strerror(gai));
     }
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
-                     MHD_USE_ERROR_LOG | MHD_USE_ITC;
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_AUTO | MHD_USE_ERROR_LOG | MHD_USE_ITC;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     s->mhd = MHD_start_daemon(flags, (uint16_t)p->port, NULL, NULL, on_request, s,
                               MHD_OPTION_SOCK_ADDR, ai->ai_addr,
@@ -971,7 +1014,8 @@ spry_status spry_server_start(const spry_server_params *p, spry_server **out) {
     freeaddrinfo(ai);
     if (!s->mhd) {
         spry_server_stop(s);
-        return spry_errorf(SPRY_ERR_IO, "serve: cannot listen on %s:%d (in use, or not an address of this "
+        return spry_errorf(SPRY_ERR_IO,
+                           "serve: cannot listen on %s:%d (in use, or not an address of this "
                            "machine). HINT: choose another --port or --host",
                            p->host, p->port);
     }

@@ -51,6 +51,7 @@ static void serve_usage(FILE *f) {
             "                         \"<|{role}|>\\n{content}\\n\" per message, then \"<|assistant|>\\n\")\n");
 }
 
+#ifdef SPRY_HAVE_MHD
 // Reads a whole small file; NULL on error (message printed).
 static char *read_file(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -80,6 +81,7 @@ static char *read_file(const char *path) {
     buf[n] = 0;
     return buf;
 }
+#endif
 
 int spry_cmd_serve(int argc, char **argv) {
     const char *model = NULL, *tok_spec = NULL, *host = "127.0.0.1", *alias = NULL, *api_key = NULL;
@@ -146,16 +148,16 @@ int spry_cmd_serve(int argc, char **argv) {
             return 2;
         }
     }
-    if (!model) {
-        fprintf(stderr, "spry serve: --model DIR is required\n");
-        return 2;
-    }
 #ifndef SPRY_HAVE_MHD
-    (void)tok_spec, (void)host, (void)alias, (void)api_key, (void)tmpl_path, (void)prefix_cache, (void)dtype;
+    (void)model, (void)tok_spec, (void)host, (void)alias, (void)api_key, (void)tmpl_path, (void)prefix_cache, (void)dtype;
     fprintf(stderr, "spry serve: built without libmicrohttpd. HINT: apt-get install libmicrohttpd-dev "
                     "(scripts/setup.sh) and rebuild\n");
     return 1;
 #else
+    if (!model) {
+        fprintf(stderr, "spry serve: --model DIR is required\n");
+        return 2;
+    }
     // the model id: --alias, else the directory's last component
     char id[256];
     if (alias) snprintf(id, sizeof id, "%s", alias);
