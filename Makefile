@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS  ?= $(shell nproc)
 
-.PHONY: all build run test test-asan test-clang fuzz bench-train bench-data bench-dist bench-infer setup clean
+.PHONY: all build run test test-asan test-clang fuzz bench-train bench-data bench-dist bench-infer bench-serve setup clean
 
 all: build
 
@@ -42,6 +42,9 @@ clean:
 
 # Data pipeline benchmarks: tokenizer throughput vs gpt-3-encoder, prepare throughput, loader
 # time per batch against a training step.
+bench-serve: build
+	bash bench/serve.sh $(BUILD)
+
 bench-infer: build
 	bash bench/infer.sh $(BUILD)
 
