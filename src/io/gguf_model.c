@@ -300,6 +300,13 @@ static spry_status put_tokenizer(spry_gguf_writer *w, const spry_model *m, const
             if (id < 0)
                 id = spry_tokenizer_vocab_id(tok, s);
         }
+        // a BLOOM-architecture model with a GPT-2-style tokenizer (spry's own): its <|endoftext|>
+        // bounds documents, so it is bos/eos (llama.cpp otherwise guesses id 11)
+        if (id < 0 && bloom && ids[i].tok_gpt2) {
+            id = spry_tokenizer_special_id(tok, ids[i].tok_gpt2);
+            if (id < 0)
+                id = spry_tokenizer_vocab_id(tok, ids[i].tok_gpt2);
+        }
         if (id < 0)
             continue;
         if (id >= V)
