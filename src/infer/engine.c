@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "infer/engine_kernels.h"
+#include "spry/cpu.h"
 
 enum { SEQ_WAITING = 0, SEQ_RUNNING };
 
@@ -71,6 +72,7 @@ typedef struct wmat {
 struct spry_engine {
     spry_model        *m;
     wmat              *mats;   // (L * 4 + 1): per layer qkv, proj, fc, fc2; then the LM head
+    bool               packed_bf16; // bf16 weights in packed panels (CPU with AVX512-BF16)
     spry_engine_params p;
     int64_t            L, C, H, D, V, I, max_blocks;
     // the pool
@@ -337,8 +339,14 @@ static spry_status convert_weights(spry_engine *e) {
         const spry_tensor *t = i == n - 1 ? e->m->wte
                              : (const spry_tensor *[]){b->qkv_w, b->proj_w, b->fc_w, b->fc2_w}[i % 4];
         e->mats[i].w = t->data;
-        if (e->p.weight_format == SPRY_WFMT_F32) continue;
         int64_t N = t->shape[0], K = t->shape[1];
+        if (e->p.weight_format == SPRY_WFMT_F32) { // packed panels for the outer-product kernel
+            e->mats[i].owned = malloc(sizeof(float) * (size_t)spry_eng_packed_size(N, K));
+            if (!e->mats[i].owned) return spry_errorf(SPRY_ERR_NOMEM, "engine: out of memory for packed weights");
+            spry_eng_pack_f32(t->data, N, K, e->mats[i].owned);
+            e->mats[i].w = e->mats[i].owned;
+            continue;
+        }
         if (K % spry_wfmt_block(e->p.weight_format))
             return spry_errorf(SPRY_ERR_ARG, "engine: weight_format %s needs input widths that are multiples of %lld; "
                                "a matrix has %lld", spry_wfmt_name(e->p.weight_format),
@@ -347,6 +355,16 @@ static spry_status convert_weights(spry_engine *e) {
         if (!e->mats[i].owned) return spry_errorf(SPRY_ERR_NOMEM, "engine: out of memory for converted weights");
         SPRY_TRY(spry_quantize_rows(e->p.weight_format, t->data, e->mats[i].owned, N, K, e->p.n_threads));
         e->mats[i].w = e->mats[i].owned;
+        spry_cpu_features f = spry_cpu_detect();
+        if (e->p.weight_format == SPRY_WFMT_BF16 && f.avx512f && f.avx512bw && f.avx512bf16) {
+            // bf16 rows -> packed panels for the outer-product kernel
+            uint16_t *wb = malloc(sizeof(uint16_t) * (size_t)spry_eng_packed_bf16_size(N, K));
+            if (!wb) return spry_errorf(SPRY_ERR_NOMEM, "engine: out of memory for packed weights");
+            spry_eng_pack_bf16(e->mats[i].owned, N, K, wb);
+            free(e->mats[i].owned);
+            e->mats[i].w = e->mats[i].owned = wb;
+            e->packed_bf16 = true;
+        }
     }
     return SPRY_OK;
 }
@@ -354,9 +372,8 @@ static spry_status convert_weights(spry_engine *e) {
 // Y (M, N) = X (M, K) @ W^T + bias for weight matrix i, in the engine's format.
 static void linear(const spry_engine *e, int64_t i, const float *X, int64_t M, int64_t K, const float *bias,
                    int64_t N, float *Y) {
-    if (e->p.weight_format == SPRY_WFMT_F32) spry_eng_linear(X, M, K, e->mats[i].w, bias, N, Y);
-    else if (e->p.weight_format == SPRY_WFMT_BF16 && spry_eng_linear_bf16(X, M, K, e->mats[i].w, bias, N, Y, e->xb))
-        return;
+    if (e->p.weight_format == SPRY_WFMT_F32) spry_eng_linear_packed(X, M, K, e->mats[i].w, bias, N, Y);
+    else if (e->packed_bf16) spry_eng_linear_packed_bf16(X, M, K, e->mats[i].w, bias, N, Y, e->xb);
     else spry_gemv(Y, X, e->mats[i].w, e->p.weight_format, bias, M, K, N, e->p.n_threads);
 }
 

@@ -1,9 +1,9 @@
 /*
  * engine_kernels.c -- LayerNorm, linear and GELU rows for the serving engine (see engine_kernels.h).
  *
- * The linear kernel tiles 4 rows x 4 weight rows (16 AVX-512 accumulators) and keeps, for every
- * output element, the same sequence of operations as a 1 x 1 tile: 16-lane partial sums over K
- * in steps of 16, a masked tail, then a fixed horizontal sum. Tiles only share loads.
+ * The linear kernels work on weights packed in panels of 32 output columns (K-major): each k
+ * feeds a 6-row x 32-column tile of accumulators from two vector loads and one broadcast per
+ * row, so every output element is a single FMA chain over k in order, whatever M is.
  */
 #include "infer/engine_kernels.h"
 
@@ -30,119 +30,9 @@ void spry_eng_gelu(float *x, int64_t n) {
     }
 }
 
-/* ---- linear -------------------------------------------------------------------------------- */
-
 #define AVX512 __attribute__((target("avx512f")))
 
-AVX512 static inline float hsum16(__m512 v) {
-    __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    b        = _mm_add_ps(b, _mm_movehl_ps(b, b));
-    b        = _mm_add_ss(b, _mm_movehdup_ps(b));
-    return _mm_cvtss_f32(b);
-}
-
-// Y[r][j] for r in [r0, r0 + RT), j in [j0, j0 + JT): RT, JT <= 4.
-AVX512 __attribute__((always_inline)) static inline void tile(const float *X, int64_t K, const float *W,
-                                                              const float *bias, int64_t N, float *Y, int64_t r0,
-                                                              int RT, int64_t j0, int JT) {
-    __m512 acc[4][4];
-    for (int r = 0; r < RT; r++)
-        for (int j = 0; j < JT; j++) acc[r][j] = _mm512_setzero_ps();
-    int64_t k = 0;
-    for (; k + 16 <= K; k += 16) {
-        __m512 w[4], x[4];
-        for (int j = 0; j < JT; j++) _mm_prefetch((const char *)(W + (j0 + j) * K + k + 512), _MM_HINT_T0);
-        for (int j = 0; j < JT; j++) w[j] = _mm512_loadu_ps(W + (j0 + j) * K + k);
-        for (int r = 0; r < RT; r++) x[r] = _mm512_loadu_ps(X + (r0 + r) * K + k);
-        for (int r = 0; r < RT; r++)
-            for (int j = 0; j < JT; j++) acc[r][j] = _mm512_fmadd_ps(x[r], w[j], acc[r][j]);
-    }
-    if (k < K) {
-        __mmask16 mk = (__mmask16)((1u << (K - k)) - 1);
-        __m512    w[4], x[4];
-        for (int j = 0; j < JT; j++) w[j] = _mm512_maskz_loadu_ps(mk, W + (j0 + j) * K + k);
-        for (int r = 0; r < RT; r++) x[r] = _mm512_maskz_loadu_ps(mk, X + (r0 + r) * K + k);
-        for (int r = 0; r < RT; r++)
-            for (int j = 0; j < JT; j++) acc[r][j] = _mm512_fmadd_ps(x[r], w[j], acc[r][j]);
-    }
-    for (int r = 0; r < RT; r++)
-        for (int j = 0; j < JT; j++) Y[(r0 + r) * N + j0 + j] = hsum16(acc[r][j]) + (bias ? bias[j0 + j] : 0.0f);
-}
-
-// All M rows against weight rows [4 jb, 4 jb + 4): the work of one OpenMP iteration. A separate
-// function because OpenMP's outlined bodies do not inherit target attributes (clang).
-AVX512 static void block_avx512(const float *X, int64_t M, int64_t K, const float *W, const float *bias, int64_t N,
-                                float *Y, int64_t jb) {
-    int64_t j0 = jb * 4;
-    int     JT = N - j0 < 4 ? (int)(N - j0) : 4;
-    for (int64_t r0 = 0; r0 < M; r0 += 4) {
-        int RT = M - r0 < 4 ? (int)(M - r0) : 4;
-        // constant tile sizes let the compiler keep the accumulators in registers
-        if (JT == 4) {
-            switch (RT) {
-            case 4: tile(X, K, W, bias, N, Y, r0, 4, j0, 4); break;
-            case 3: tile(X, K, W, bias, N, Y, r0, 3, j0, 4); break;
-            case 2: tile(X, K, W, bias, N, Y, r0, 2, j0, 4); break;
-            default: tile(X, K, W, bias, N, Y, r0, 1, j0, 4); break;
-            }
-        } else {
-            for (int r = 0; r < RT; r++)
-                for (int j = 0; j < JT; j++) tile(X, K, W, bias, N, Y, r0 + r, 1, j0 + j, 1);
-        }
-    }
-}
-
-static void linear_avx512(const float *X, int64_t M, int64_t K, const float *W, const float *bias, int64_t N,
-                          float *Y) {
-    // columns in chunks of 4 weight rows; every thread streams its weight rows once per 4 rows of X
-#pragma omp parallel for schedule(static)
-    for (int64_t jb = 0; jb < (N + 3) / 4; jb++) block_avx512(X, M, K, W, bias, N, Y, jb);
-}
-
-static void linear_scalar(const float *X, int64_t M, int64_t K, const float *W, const float *bias, int64_t N,
-                          float *Y) {
-#pragma omp parallel for schedule(static)
-    for (int64_t j = 0; j < N; j++)
-        for (int64_t r = 0; r < M; r++) {
-            float acc[16] = {0};
-            for (int64_t k = 0; k < K; k++) acc[k % 16] += X[r * K + k] * W[j * K + k];
-            float s = 0;
-            for (int i = 0; i < 16; i++) s += acc[i];
-            Y[r * N + j] = s + (bias ? bias[j] : 0.0f);
-        }
-}
-
-void spry_eng_linear(const float *X, int64_t M, int64_t K, const float *W, const float *bias, int64_t N, float *Y) {
-    if (spry_cpu_detect().avx512f) linear_avx512(X, M, K, W, bias, N, Y);
-    else linear_scalar(X, M, K, W, bias, N, Y);
-}
-
-/* ---- bf16 weights: vdpbf16ps tiles ------------------------------------------------------------
- * The same tiling as the f32 kernel; each step takes 32 values of k (16 pairs) from a row of X
- * (rounded to bf16 once per call) and 4 weight rows, and a masked step takes the tail. */
-
 #define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
-
-AVX512BF16 __attribute__((always_inline)) static inline void tile_bf16(const uint16_t *X, int64_t K,
-                                                                     const uint16_t *W, const float *bias,
-                                                                     int64_t N, float *Y, int64_t r0, int RT,
-                                                                     int64_t j0, int JT) {
-    __m512 acc[4][4];
-    for (int r = 0; r < RT; r++)
-        for (int j = 0; j < JT; j++) acc[r][j] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < K; k += 32) {
-        __mmask32 mk = K - k >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (K - k)) - 1);
-        __m512bh  w[4], x[4];
-        for (int j = 0; j < JT; j++) _mm_prefetch((const char *)(W + (j0 + j) * K + k + 512), _MM_HINT_T0);
-        for (int j = 0; j < JT; j++) w[j] = (__m512bh)_mm512_maskz_loadu_epi16(mk, W + (j0 + j) * K + k);
-        for (int r = 0; r < RT; r++) x[r] = (__m512bh)_mm512_maskz_loadu_epi16(mk, X + (r0 + r) * K + k);
-        for (int r = 0; r < RT; r++)
-            for (int j = 0; j < JT; j++) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], x[r], w[j]);
-    }
-    for (int r = 0; r < RT; r++)
-        for (int j = 0; j < JT; j++) Y[(r0 + r) * N + j0 + j] = hsum16(acc[r][j]) + (bias ? bias[j0 + j] : 0.0f);
-}
 
 // Rounds to bf16, nearest even (as vcvtne2ps2bf16; the inputs are finite). Scalar: it is O(M K)
 // next to the O(M K N) products, and clang 14 cannot lower the vector conversion here.
@@ -154,37 +44,151 @@ static void round_rows_bf16(const float *X, int64_t n, uint16_t *xb) {
     }
 }
 
-AVX512BF16 static void block_bf16(const uint16_t *xb, int64_t M, int64_t K, const uint16_t *W, const float *bias,
-                                  int64_t N, float *Y, int64_t jb) {
-    int64_t j0 = jb * 4;
-    int     JT = N - j0 < 4 ? (int)(N - j0) : 4;
-    for (int64_t r0 = 0; r0 < M; r0 += 4) {
-        int RT = M - r0 < 4 ? (int)(M - r0) : 4;
-        if (JT == 4) {
-            switch (RT) {
-            case 4: tile_bf16(xb, K, W, bias, N, Y, r0, 4, j0, 4); break;
-            case 3: tile_bf16(xb, K, W, bias, N, Y, r0, 3, j0, 4); break;
-            case 2: tile_bf16(xb, K, W, bias, N, Y, r0, 2, j0, 4); break;
-            default: tile_bf16(xb, K, W, bias, N, Y, r0, 1, j0, 4); break;
+/* ---- packed f32: outer-product tiles ----------------------------------------------------------
+ * For each k, two 16-wide loads of the panel (32 columns) and one broadcast per row feed 2 FMAs
+ * per row: a 6 x 32 tile keeps 12 accumulators, and each accumulator lane is one output element
+ * summed over k in order. */
+
+int64_t spry_eng_packed_size(int64_t N, int64_t K) { return (N + 31) / 32 * 32 * K; }
+
+void spry_eng_pack_f32(const float *W, int64_t N, int64_t K, float *Wp) {
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < (N + 31) / 32; p++)
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t c = 0; c < 32; c++) {
+                int64_t j                 = p * 32 + c;
+                Wp[(p * K + k) * 32 + c] = j < N ? W[j * K + k] : 0.0f;
             }
-        } else {
-            for (int r = 0; r < RT; r++)
-                for (int j = 0; j < JT; j++) tile_bf16(xb, K, W, bias, N, Y, r0 + r, 1, j0 + j, 1);
+}
+
+AVX512 __attribute__((always_inline)) static inline void ptile(const float *X, int64_t K, const float *Wp,
+                                                               const float *bias, int64_t N, float *Y, int64_t r0,
+                                                               int RT, int64_t j0, __mmask16 m0, __mmask16 m1) {
+    __m512 a0[6], a1[6];
+    for (int r = 0; r < RT; r++) a0[r] = _mm512_setzero_ps(), a1[r] = _mm512_setzero_ps();
+    const float *x = X + r0 * K;
+    for (int64_t k = 0; k < K; k++) {
+        __m512 w0 = _mm512_loadu_ps(Wp + k * 32), w1 = _mm512_loadu_ps(Wp + k * 32 + 16);
+        for (int r = 0; r < RT; r++) {
+            __m512 xb = _mm512_set1_ps(x[r * K + k]);
+            a0[r]     = _mm512_fmadd_ps(xb, w0, a0[r]);
+            a1[r]     = _mm512_fmadd_ps(xb, w1, a1[r]);
+        }
+    }
+    __m512 b0 = bias ? _mm512_maskz_loadu_ps(m0, bias + j0) : _mm512_setzero_ps();
+    __m512 b1 = bias ? _mm512_maskz_loadu_ps(m1, bias + j0 + 16) : _mm512_setzero_ps();
+    for (int r = 0; r < RT; r++) {
+        _mm512_mask_storeu_ps(Y + (r0 + r) * N + j0, m0, _mm512_add_ps(a0[r], b0));
+        _mm512_mask_storeu_ps(Y + (r0 + r) * N + j0 + 16, m1, _mm512_add_ps(a1[r], b1));
+    }
+}
+
+AVX512 static void panel_avx512(const float *X, int64_t M, int64_t K, const float *Wp, const float *bias, int64_t N,
+                                float *Y, int64_t p) {
+    int64_t   j0 = p * 32, nc = N - j0 < 32 ? N - j0 : 32;
+    __mmask16 m0 = nc >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nc) - 1);
+    __mmask16 m1 = nc >= 32 ? (__mmask16)0xffff : nc > 16 ? (__mmask16)((1u << (nc - 16)) - 1) : 0;
+    const float *wp = Wp + p * K * 32;
+    for (int64_t r0 = 0; r0 < M; r0 += 6) {
+        switch (M - r0 < 6 ? (int)(M - r0) : 6) {
+        case 6: ptile(X, K, wp, bias, N, Y, r0, 6, j0, m0, m1); break;
+        case 5: ptile(X, K, wp, bias, N, Y, r0, 5, j0, m0, m1); break;
+        case 4: ptile(X, K, wp, bias, N, Y, r0, 4, j0, m0, m1); break;
+        case 3: ptile(X, K, wp, bias, N, Y, r0, 3, j0, m0, m1); break;
+        case 2: ptile(X, K, wp, bias, N, Y, r0, 2, j0, m0, m1); break;
+        default: ptile(X, K, wp, bias, N, Y, r0, 1, j0, m0, m1); break;
         }
     }
 }
 
-static void linear_bf16(const float *X, int64_t M, int64_t K, const uint16_t *W, const float *bias, int64_t N,
-                        float *Y, uint16_t *xb) {
-    round_rows_bf16(X, M * K, xb);
-#pragma omp parallel for schedule(static)
-    for (int64_t jb = 0; jb < (N + 3) / 4; jb++) block_bf16(xb, M, K, W, bias, N, Y, jb);
+static void panel_scalar(const float *X, int64_t M, int64_t K, const float *Wp, const float *bias, int64_t N,
+                         float *Y, int64_t p) {
+    const float *wp = Wp + p * K * 32;
+    for (int64_t r = 0; r < M; r++)
+        for (int64_t c = 0; c < 32 && p * 32 + c < N; c++) {
+            float s = 0;
+            for (int64_t k = 0; k < K; k++) s += X[r * K + k] * wp[k * 32 + c];
+            Y[r * N + p * 32 + c] = s + (bias ? bias[p * 32 + c] : 0.0f);
+        }
 }
 
-bool spry_eng_linear_bf16(const float *X, int64_t M, int64_t K, const uint16_t *W, const float *bias, int64_t N,
-                          float *Y, uint16_t *xb) {
+void spry_eng_linear_packed(const float *X, int64_t M, int64_t K, const float *Wp, const float *bias, int64_t N,
+                            float *Y) {
+    bool avx = spry_cpu_detect().avx512f;
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < (N + 31) / 32; p++) {
+        if (avx) panel_avx512(X, M, K, Wp, bias, N, Y, p);
+        else panel_scalar(X, M, K, Wp, bias, N, Y, p);
+    }
+}
+
+/* ---- packed bf16: outer-product tiles with vdpbf16ps ---------------------------------------- */
+
+int64_t spry_eng_packed_bf16_size(int64_t N, int64_t K) { return (N + 31) / 32 * 32 * ((K + 1) / 2 * 2); }
+
+void spry_eng_pack_bf16(const uint16_t *W, int64_t N, int64_t K, uint16_t *Wb) {
+    int64_t K2 = (K + 1) / 2;
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < (N + 31) / 32; p++)
+        for (int64_t kk = 0; kk < K2; kk++)
+            for (int64_t c = 0; c < 32; c++)
+                for (int64_t h = 0; h < 2; h++) {
+                    int64_t j = p * 32 + c, k = 2 * kk + h;
+                    Wb[((p * K2 + kk) * 32 + c) * 2 + h] = j < N && k < K ? W[j * K + k] : 0;
+                }
+}
+
+AVX512BF16 __attribute__((always_inline)) static inline void ptile_bf16(const uint16_t *xb, int64_t K,
+                                                                      const uint16_t *Wb, const float *bias,
+                                                                      int64_t N, float *Y, int64_t r0, int RT,
+                                                                      int64_t j0, __mmask16 m0, __mmask16 m1) {
+    __m512 a0[6], a1[6];
+    for (int r = 0; r < RT; r++) a0[r] = _mm512_setzero_ps(), a1[r] = _mm512_setzero_ps();
+    const uint16_t *x = xb + r0 * K;
+    int64_t         K2 = (K + 1) / 2;
+    for (int64_t kk = 0; kk < K2; kk++) {
+        __m512bh w0 = (__m512bh)_mm512_loadu_si512((const void *)(Wb + kk * 64));
+        __m512bh w1 = (__m512bh)_mm512_loadu_si512((const void *)(Wb + kk * 64 + 32));
+        for (int r = 0; r < RT; r++) {
+            const uint16_t *xr   = x + r * K + 2 * kk;
+            uint32_t        pair = (uint32_t)xr[0] | (2 * kk + 1 < K ? (uint32_t)xr[1] << 16 : 0u);
+            __m512bh        xv   = (__m512bh)_mm512_set1_epi32((int)pair);
+            a0[r]                = _mm512_dpbf16_ps(a0[r], xv, w0);
+            a1[r]                = _mm512_dpbf16_ps(a1[r], xv, w1);
+        }
+    }
+    __m512 b0 = bias ? _mm512_maskz_loadu_ps(m0, bias + j0) : _mm512_setzero_ps();
+    __m512 b1 = bias ? _mm512_maskz_loadu_ps(m1, bias + j0 + 16) : _mm512_setzero_ps();
+    for (int r = 0; r < RT; r++) {
+        _mm512_mask_storeu_ps(Y + (r0 + r) * N + j0, m0, _mm512_add_ps(a0[r], b0));
+        _mm512_mask_storeu_ps(Y + (r0 + r) * N + j0 + 16, m1, _mm512_add_ps(a1[r], b1));
+    }
+}
+
+AVX512BF16 static void panel_bf16(const uint16_t *xb, int64_t M, int64_t K, const uint16_t *Wb, const float *bias,
+                                  int64_t N, float *Y, int64_t p) {
+    int64_t   j0 = p * 32, nc = N - j0 < 32 ? N - j0 : 32;
+    __mmask16 m0 = nc >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nc) - 1);
+    __mmask16 m1 = nc >= 32 ? (__mmask16)0xffff : nc > 16 ? (__mmask16)((1u << (nc - 16)) - 1) : 0;
+    const uint16_t *wp = Wb + p * ((K + 1) / 2) * 64;
+    for (int64_t r0 = 0; r0 < M; r0 += 6) {
+        switch (M - r0 < 6 ? (int)(M - r0) : 6) {
+        case 6: ptile_bf16(xb, K, wp, bias, N, Y, r0, 6, j0, m0, m1); break;
+        case 5: ptile_bf16(xb, K, wp, bias, N, Y, r0, 5, j0, m0, m1); break;
+        case 4: ptile_bf16(xb, K, wp, bias, N, Y, r0, 4, j0, m0, m1); break;
+        case 3: ptile_bf16(xb, K, wp, bias, N, Y, r0, 3, j0, m0, m1); break;
+        case 2: ptile_bf16(xb, K, wp, bias, N, Y, r0, 2, j0, m0, m1); break;
+        default: ptile_bf16(xb, K, wp, bias, N, Y, r0, 1, j0, m0, m1); break;
+        }
+    }
+}
+
+bool spry_eng_linear_packed_bf16(const float *X, int64_t M, int64_t K, const uint16_t *Wb, const float *bias,
+                                 int64_t N, float *Y, uint16_t *xb) {
     spry_cpu_features f = spry_cpu_detect();
     if (!f.avx512f || !f.avx512bw || !f.avx512bf16) return false;
-    linear_bf16(X, M, K, W, bias, N, Y, xb);
+    round_rows_bf16(X, M * K, xb);
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < (N + 31) / 32; p++) panel_bf16(xb, M, K, Wb, bias, N, Y, p);
     return true;
 }

@@ -13,15 +13,22 @@
 
 // y (C) = LayerNorm(x (C)) * w + b (biased variance, eps inside the square root).
 void spry_eng_layernorm(const float *x, const float *w, const float *b, float *y, int64_t C, float eps);
-// Y (M, N) = X (M, K) @ W^T + bias: W (N, K) row-major (PyTorch Linear), bias (N) or NULL.
-// Parallel over N with OpenMP; each Y element is one fixed-order dot product.
-void spry_eng_linear(const float *X, int64_t M, int64_t K, const float *W, const float *bias, int64_t N, float *Y);
-// As spry_eng_linear for W in bf16 (uint16 bit patterns, N rows of K) on CPUs with AVX512-BF16:
-// X is rounded to bf16 (nearest even) into xb (M * K uint16 scratch, caller-owned) and products
-// are accumulated in f32 by vdpbf16ps, pairs of k at a time. Returns false (nothing done) when
-// the CPU lacks AVX512-BF16.
-bool spry_eng_linear_bf16(const float *X, int64_t M, int64_t K, const uint16_t *W, const float *bias, int64_t N,
-                          float *Y, uint16_t *xb);
+// The packed f32 layout: W (N, K) as panels of 32 output columns, each K-major:
+// Wp[p][k][c] = W[32 p + c][k] (zero beyond N); spry_eng_packed_size(N, K) floats.
+int64_t spry_eng_packed_size(int64_t N, int64_t K);
+void    spry_eng_pack_f32(const float *W, int64_t N, int64_t K, float *Wp);
+// Y (M, N) = X (M, K) @ W^T + bias with W packed: outer-product tiles of 6 rows x 32 columns,
+// every Y element one FMA chain over k in order (so independent of M and the thread count).
+void spry_eng_linear_packed(const float *X, int64_t M, int64_t K, const float *Wp, const float *bias, int64_t N,
+                            float *Y);
+// The packed bf16 layout: panels of 32 columns, k in pairs: Wb[p][k/2][c][k%2] = bf16(W[32p+c][k])
+// (zero beyond N and K); spry_eng_packed_bf16_size(N, K) uint16 values. From bf16 rows W (N, K).
+int64_t spry_eng_packed_bf16_size(int64_t N, int64_t K);
+void    spry_eng_pack_bf16(const uint16_t *W, int64_t N, int64_t K, uint16_t *Wb);
+// As spry_eng_linear_packed for bf16 panels on CPUs with AVX512-BF16: X rounded to bf16 into xb
+// (M * K scratch), vdpbf16ps over k pairs, f32 sums. False (nothing done) without AVX512-BF16.
+bool spry_eng_linear_packed_bf16(const float *X, int64_t M, int64_t K, const uint16_t *Wb, const float *bias,
+                                 int64_t N, float *Y, uint16_t *xb);
 // x (n) = gelu_tanh(x), in place.
 void spry_eng_gelu(float *x, int64_t n);
 
