@@ -73,6 +73,7 @@ struct spry_engine {
     spry_model        *m;
     wmat              *mats;   // (L * 4 + 1): per layer qkv, proj, fc, fc2; then the LM head
     bool               packed_bf16; // bf16 weights in packed panels (CPU with AVX512-BF16)
+    bool               packed_f16;  // f16 weights in packed panels (CPU with AVX-512)
     spry_engine_params p;
     int64_t            L, C, H, D, V, I, max_blocks;
     // the pool
@@ -364,6 +365,13 @@ static spry_status convert_weights(spry_engine *e) {
             free(e->mats[i].owned);
             e->mats[i].w = e->mats[i].owned = wb;
             e->packed_bf16 = true;
+        } else if (e->p.weight_format == SPRY_WFMT_F16 && f.avx512f) {
+            uint16_t *wh = malloc(sizeof(uint16_t) * (size_t)spry_eng_packed_size(N, K));
+            if (!wh) return spry_errorf(SPRY_ERR_NOMEM, "engine: out of memory for packed weights");
+            spry_eng_pack_f16(e->mats[i].owned, N, K, wh);
+            free(e->mats[i].owned);
+            e->mats[i].w = e->mats[i].owned = wh;
+            e->packed_f16 = true;
         }
     }
     return SPRY_OK;
@@ -374,6 +382,7 @@ static void linear(const spry_engine *e, int64_t i, const float *X, int64_t M, i
                    int64_t N, float *Y) {
     if (e->p.weight_format == SPRY_WFMT_F32) spry_eng_linear_packed(X, M, K, e->mats[i].w, bias, N, Y);
     else if (e->packed_bf16) spry_eng_linear_packed_bf16(X, M, K, e->mats[i].w, bias, N, Y, e->xb);
+    else if (e->packed_f16) spry_eng_linear_packed_f16(X, M, K, e->mats[i].w, bias, N, Y);
     else spry_gemv(Y, X, e->mats[i].w, e->p.weight_format, bias, M, K, N, e->p.n_threads);
 }
 

@@ -1,9 +1,11 @@
 /*
  * engine_kernels.c -- LayerNorm, linear and GELU rows for the serving engine (see engine_kernels.h).
  *
- * The linear kernels work on weights packed in panels of 32 output columns (K-major): each k
- * feeds a 6-row x 32-column tile of accumulators from two vector loads and one broadcast per
- * row, so every output element is a single FMA chain over k in order, whatever M is.
+ * The linear kernels work on weights packed in panels of 32 output columns (K-major; f32, f16
+ * widened on load, or bf16 in k pairs for vdpbf16ps): each k feeds a 6-row x 32-column tile of
+ * accumulators from two vector loads and one broadcast per row, so every output element is a
+ * single chain over k in order, whatever M is. Q8_0/Q4_0 weights go through spry_gemv (quant.h),
+ * whose per-row arithmetic does not depend on M either.
  */
 #include "infer/engine_kernels.h"
 
@@ -190,5 +192,66 @@ bool spry_eng_linear_packed_bf16(const float *X, int64_t M, int64_t K, const uin
     round_rows_bf16(X, M * K, xb);
 #pragma omp parallel for schedule(static)
     for (int64_t p = 0; p < (N + 31) / 32; p++) panel_bf16(xb, M, K, Wb, bias, N, Y, p);
+    return true;
+}
+
+/* ---- packed f16: the f32 tiles on widened halves --------------------------------------------- */
+
+void spry_eng_pack_f16(const uint16_t *W, int64_t N, int64_t K, uint16_t *Wh) {
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < (N + 31) / 32; p++)
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t c = 0; c < 32; c++) {
+                int64_t j                 = p * 32 + c;
+                Wh[(p * K + k) * 32 + c] = j < N ? W[j * K + k] : 0;
+            }
+}
+
+AVX512 __attribute__((always_inline)) static inline void ptile_f16(const float *X, int64_t K, const uint16_t *Wh,
+                                                                   const float *bias, int64_t N, float *Y, int64_t r0,
+                                                                   int RT, int64_t j0, __mmask16 m0, __mmask16 m1) {
+    __m512 a0[6], a1[6];
+    for (int r = 0; r < RT; r++) a0[r] = _mm512_setzero_ps(), a1[r] = _mm512_setzero_ps();
+    const float *x = X + r0 * K;
+    for (int64_t k = 0; k < K; k++) {
+        __m512 w0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(Wh + k * 32)));
+        __m512 w1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(Wh + k * 32 + 16)));
+        for (int r = 0; r < RT; r++) {
+            __m512 xb = _mm512_set1_ps(x[r * K + k]);
+            a0[r]     = _mm512_fmadd_ps(xb, w0, a0[r]);
+            a1[r]     = _mm512_fmadd_ps(xb, w1, a1[r]);
+        }
+    }
+    __m512 b0 = bias ? _mm512_maskz_loadu_ps(m0, bias + j0) : _mm512_setzero_ps();
+    __m512 b1 = bias ? _mm512_maskz_loadu_ps(m1, bias + j0 + 16) : _mm512_setzero_ps();
+    for (int r = 0; r < RT; r++) {
+        _mm512_mask_storeu_ps(Y + (r0 + r) * N + j0, m0, _mm512_add_ps(a0[r], b0));
+        _mm512_mask_storeu_ps(Y + (r0 + r) * N + j0 + 16, m1, _mm512_add_ps(a1[r], b1));
+    }
+}
+
+AVX512 static void panel_f16(const float *X, int64_t M, int64_t K, const uint16_t *Wh, const float *bias, int64_t N,
+                             float *Y, int64_t p) {
+    int64_t   j0 = p * 32, nc = N - j0 < 32 ? N - j0 : 32;
+    __mmask16 m0 = nc >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nc) - 1);
+    __mmask16 m1 = nc >= 32 ? (__mmask16)0xffff : nc > 16 ? (__mmask16)((1u << (nc - 16)) - 1) : 0;
+    const uint16_t *wp = Wh + p * K * 32;
+    for (int64_t r0 = 0; r0 < M; r0 += 6) {
+        switch (M - r0 < 6 ? (int)(M - r0) : 6) {
+        case 6: ptile_f16(X, K, wp, bias, N, Y, r0, 6, j0, m0, m1); break;
+        case 5: ptile_f16(X, K, wp, bias, N, Y, r0, 5, j0, m0, m1); break;
+        case 4: ptile_f16(X, K, wp, bias, N, Y, r0, 4, j0, m0, m1); break;
+        case 3: ptile_f16(X, K, wp, bias, N, Y, r0, 3, j0, m0, m1); break;
+        case 2: ptile_f16(X, K, wp, bias, N, Y, r0, 2, j0, m0, m1); break;
+        default: ptile_f16(X, K, wp, bias, N, Y, r0, 1, j0, m0, m1); break;
+        }
+    }
+}
+
+bool spry_eng_linear_packed_f16(const float *X, int64_t M, int64_t K, const uint16_t *Wh, const float *bias,
+                                int64_t N, float *Y) {
+    if (!spry_cpu_detect().avx512f) return false;
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < (N + 31) / 32; p++) panel_f16(X, M, K, Wh, bias, N, Y, p);
     return true;
 }

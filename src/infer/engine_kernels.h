@@ -29,6 +29,12 @@ void    spry_eng_pack_bf16(const uint16_t *W, int64_t N, int64_t K, uint16_t *Wb
 // (M * K scratch), vdpbf16ps over k pairs, f32 sums. False (nothing done) without AVX512-BF16.
 bool spry_eng_linear_packed_bf16(const float *X, int64_t M, int64_t K, const uint16_t *Wb, const float *bias,
                                  int64_t N, float *Y, uint16_t *xb);
+// The packed f16 layout: as the f32 one, with IEEE half values (from f16 rows W (N, K));
+// spry_eng_packed_size(N, K) uint16 values. The product widens them with vcvtph2ps (AVX-512) and
+// runs the f32 outer-product tiles; false (nothing done) without AVX-512.
+void spry_eng_pack_f16(const uint16_t *W, int64_t N, int64_t K, uint16_t *Wh);
+bool spry_eng_linear_packed_f16(const float *X, int64_t M, int64_t K, const uint16_t *Wh, const float *bias,
+                                int64_t N, float *Y);
 // x (n) = gelu_tanh(x), in place.
 void spry_eng_gelu(float *x, int64_t n);
 
