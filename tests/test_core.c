@@ -18,12 +18,16 @@
  *         ranges, zero_grad, set_frozen;
  *   status: spry_status_name, spry_errorf/spry_last_error (truncation, per thread).
  */
+#define _POSIX_C_SOURCE 200809L
 #include <float.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+
 #include "check.h"
+#include "spry/fs.h"
 #include "spry/dtype.h"
 #include "spry/params.h"
 #include "spry/rng.h"
@@ -524,7 +528,42 @@ static void test_status(void) {
     CHECK(other_ok || omp_get_max_threads() < 2);
 }
 
+// spry_read_file: whole files, the size limit (an error, never a truncation), missing files,
+// directories; spry_mkdir_p: nested directories, idempotent.
+static void test_fs(void) {
+    char dir[] = "/tmp/spry_fs_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char path[256], nested[256];
+    snprintf(path, sizeof path, "%s/f.txt", dir);
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL);
+    for (int i = 0; f && i < 5000; i++) fputc('a' + i % 26, f);
+    if (f) fclose(f);
+    char  *buf = NULL;
+    size_t n   = 0;
+    CHECK(spry_read_file(path, 0, &buf, &n) == SPRY_OK && n == 5000 && buf && buf[5000] == 0 && buf[26] == 'a');
+    free(buf);
+    CHECK(spry_read_file(path, 5000, &buf, &n) == SPRY_OK);
+    free(buf);
+    CHECK(spry_read_file(path, 4999, &buf, &n) == SPRY_ERR_FORMAT && buf == NULL);
+    CHECK(strstr(spry_last_error(), "5000 bytes") && strstr(spry_last_error(), "4999"));
+    snprintf(nested, sizeof nested, "%s/none", dir);
+    CHECK(spry_read_file(nested, 0, &buf, NULL) == SPRY_ERR_NOT_FOUND && buf == NULL);
+    CHECK(spry_read_file(dir, 0, &buf, NULL) == SPRY_ERR_IO && strstr(spry_last_error(), "not a regular file"));
+    snprintf(nested, sizeof nested, "%s/a/b/c", dir);
+    CHECK(spry_mkdir_p(nested) == SPRY_OK && spry_mkdir_p(nested) == SPRY_OK);
+    struct stat sb;
+    CHECK(stat(nested, &sb) == 0 && S_ISDIR(sb.st_mode));
+    CHECK(spry_mkdir_p("/proc/spry_cannot/x") == SPRY_ERR_IO);
+    double t0 = spry_now(), t1 = spry_now();
+    CHECK(t1 >= t0 && t0 > 0);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void) {
+    test_fs();
     test_status();
     test_dtype_table();
     test_bf16();

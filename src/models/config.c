@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "spry/fs.h"
 #include "spry/model.h"
 
 spry_model_config spry_model_config_gpt2(int64_t vocab, int64_t n_pos, int64_t C, int64_t L,
@@ -61,19 +62,11 @@ static spry_status get_float(const char *path, const cJSON *j, const char *key, 
     return SPRY_OK;
 }
 
-static char *read_file(const char *path, size_t max) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char  *buf = malloc(max + 1);
-    size_t n   = buf ? fread(buf, 1, max, f) : 0;
-    fclose(f);
-    if (buf) buf[n] = 0;
-    return buf;
-}
-
 spry_status spry_model_config_load(const char *path, spry_model_config *cfg) {
-    char *text = read_file(path, 1 << 20);
-    if (!text) return spry_errorf(SPRY_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
+    char *text = NULL;
+    spry_status rs = spry_read_file(path, (size_t)16 << 20, &text, NULL);
+    if (rs == SPRY_ERR_NOT_FOUND) rs = SPRY_ERR_IO; // callers (and messages) treat both as unreadable
+    if (rs) return rs;
     cJSON *j = cJSON_Parse(text);
     free(text);
     if (!j || !cJSON_IsObject(j)) {

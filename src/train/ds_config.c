@@ -5,6 +5,7 @@
  */
 #define _DEFAULT_SOURCE
 #include "spry/ds_config.h"
+#include "spry/fs.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -367,14 +368,11 @@ spry_status spry_ds_config_parse(const char *text, const char *name, int world_s
 }
 
 spry_status spry_ds_config_load(const char *path, int world_size, spry_ds_config *c) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return spry_errorf(SPRY_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    char  *buf = malloc(1 << 22);
-    size_t n   = buf ? fread(buf, 1, (1 << 22) - 1, f) : 0;
-    fclose(f);
-    if (!buf) return spry_errorf(SPRY_ERR_NOMEM, "%s: out of memory", path);
-    buf[n]         = 0;
-    spry_status st = spry_ds_config_parse(buf, path, world_size, c);
+    char       *buf = NULL;
+    spry_status st  = spry_read_file(path, (size_t)16 << 20, &buf, NULL);
+    if (st == SPRY_ERR_NOT_FOUND) st = SPRY_ERR_IO;
+    if (st) return st;
+    st = spry_ds_config_parse(buf, path, world_size, c);
     free(buf);
     return st;
 }

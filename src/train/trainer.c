@@ -19,6 +19,7 @@
 
 #include "spry/autograd.h"
 #include "spry/data_parallel.h"
+#include "spry/fs.h"
 #include "spry/log.h"
 #include "spry/safetensors.h"
 #include "spry/schedule.h"
@@ -58,21 +59,6 @@ struct spry_trainer {
 
 spry_trainer_params spry_trainer_params_default(void) {
     return (spry_trainer_params){.out_dir = "runs/train", .n_steps = 1000, .progress = -1};
-}
-
-static spry_status mkdir_p(const char *path) {
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *q = buf + 1; *q; q++)
-        if (*q == '/') {
-            *q = 0;
-            if (mkdir(buf, 0755) && errno != EEXIST)
-                return spry_errorf(SPRY_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
-            *q = '/';
-        }
-    if (mkdir(buf, 0755) && errno != EEXIST)
-        return spry_errorf(SPRY_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
-    return SPRY_OK;
 }
 
 // FNV-1a, for comparing configs across ranks.
@@ -123,7 +109,7 @@ spry_status spry_trainer_init(spry_model *m, const spry_ds_config *cfg, spry_bat
     if (!tr->comm) st = spry_comm_init(true, &tr->comm), tr->own_comm = true;
     tr->rank  = tr->comm ? spry_comm_rank(tr->comm) : 0;
     tr->world = tr->comm ? spry_comm_size(tr->comm) : 1;
-    if (!st && tr->rank == 0) st = mkdir_p(tr->out_dir);
+    if (!st && tr->rank == 0) st = spry_mkdir_p(tr->out_dir);
     if (tr->world > 1) st = spry_comm_agree(tr->comm, st, NULL);
     if (!st && tr->world > 1) st = agree_settings(tr, cfg, m);
     spry_dp_params dpp = {.stage = cfg->zero_stage, .bucket_elems = cfg->reduce_bucket_size, .overlap = cfg->overlap_comm};
@@ -268,7 +254,7 @@ static void csv_event(spry_trainer *tr, const char *event, double value) {
     char dir[1200], path[1600], file[256], header[128];
     snprintf(dir, sizeof dir, "%s%s%s", tr->cfg.csv_output_path, tr->cfg.csv_output_path[0] ? "/" : "",
              tr->cfg.csv_job_name);
-    if (mkdir_p(dir)) return;
+    if (spry_mkdir_p(dir)) return;
     snprintf(file, sizeof file, "%s", event);
     for (char *q = file; *q; q++)
         if (*q == '/' || *q == ' ') *q = '_';
@@ -301,12 +287,6 @@ static void log_metrics(spry_trainer *tr, float loss, double tps, bool skipped) 
     if (tr->cfg.fp16) csv_event(tr, "Train/Samples/loss_scale", tr->scaler.scale);
 }
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 // metrics.jsonl holds one line per step of this run: a fresh run starts it anew, a resumed run
 // keeps the lines up to its checkpoint's step (steps after it were lost with the killed run and
 // are about to be recomputed).
@@ -336,13 +316,13 @@ spry_status spry_trainer_run(spry_trainer *tr) {
     trim_metrics(tr);
     bool   tty = tr->p.progress < 0 ? isatty(fileno(stderr)) : tr->p.progress == 1;
     bool   quiet = tr->rank != 0; // rank 0 speaks for the job
-    double t0 = now(), tlast = t0;
+    double t0 = spry_now(), tlast = t0;
     int64_t first = tr->step, tok_last = tr->n_tokens;
     while (tr->step < tr->p.n_steps) {
         float loss;
         bool  skipped;
         SPRY_TRY(spry_trainer_step(tr, &loss, &skipped));
-        double t = now(), tps = (double)(tr->n_tokens - tok_last) / fmax(t - tlast, 1e-9);
+        double t = spry_now(), tps = (double)(tr->n_tokens - tok_last) / fmax(t - tlast, 1e-9);
         tlast = t, tok_last = tr->n_tokens;
         log_metrics(tr, loss, tps, skipped);
         double avg_rate = (double)(tr->step - first) / fmax(t - t0, 1e-9);
