@@ -377,13 +377,15 @@ static spry_status convert_weights(spry_engine *e) {
     return SPRY_OK;
 }
 
-// Y (M, N) = X (M, K) @ W^T + bias for weight matrix i, in the engine's format.
-static void linear(const spry_engine *e, int64_t i, const float *X, int64_t M, int64_t K, const float *bias,
-                   int64_t N, float *Y) {
+// Y (M, N) = X (M, K) @ W^T + bias for weight matrix i, in the engine's format. Fails only when
+// spry_gemv cannot allocate its activation scratch (SPRY_ERR_NOMEM).
+static spry_status linear(const spry_engine *e, int64_t i, const float *X, int64_t M, int64_t K, const float *bias,
+                          int64_t N, float *Y) {
     if (e->p.weight_format == SPRY_WFMT_F32) spry_eng_linear_packed(X, M, K, e->mats[i].w, bias, N, Y);
     else if (e->packed_bf16) spry_eng_linear_packed_bf16(X, M, K, e->mats[i].w, bias, N, Y, e->xb);
     else if (e->packed_f16) spry_eng_linear_packed_f16(X, M, K, e->mats[i].w, bias, N, Y);
-    else spry_gemv(Y, X, e->mats[i].w, e->p.weight_format, bias, M, K, N, e->p.n_threads);
+    else return spry_gemv(Y, X, e->mats[i].w, e->p.weight_format, bias, M, K, N, e->p.n_threads);
+    return SPRY_OK;
 }
 
 spry_status spry_engine_init(spry_model *m, const spry_engine_params *pp, spry_engine **out) {
@@ -499,7 +501,7 @@ static void attend(const spry_engine *e, const int32_t *table, int64_t l, int64_
 // Runs the model over the rows of the batch (e->tok_id / tok_pos / tok_item, n rows), storing
 // keys and values in the sequences' blocks, and writes the logits of each item that asks for them
 // to e->logits (one row per such item, in item order).
-static void forward(spry_engine *e, int64_t n) {
+static spry_status forward(spry_engine *e, int64_t n) {
     const spry_model        *m = e->m;
     const spry_model_config *c = &m->cfg;
     int64_t C = e->C, H = e->H, D = e->D, I = e->I, bt = e->p.block_tokens;
@@ -521,7 +523,7 @@ static void forward(spry_engine *e, int64_t n) {
         const spry_block *b = &m->blocks[l];
         for (int64_t r = 0; r < n; r++)
             spry_eng_layernorm(e->x + r * C, b->ln1_w->data, b->ln1_b->data, e->h + r * C, C, eps);
-        linear(e, l * 4 + 0, e->h, n, C, b->qkv_b->data, 3 * C, e->qkv);
+        SPRY_TRY(linear(e, l * 4 + 0, e->h, n, C, b->qkv_b->data, 3 * C, e->qkv));
         // keys and values of the new rows into their blocks
         for (int64_t r = 0; r < n; r++) {
             seq       *s   = e->items[e->tok_item[r]].s;
@@ -544,13 +546,13 @@ static void forward(spry_engine *e, int64_t n) {
             float        slope = bloom ? spry_alibi_slope(hh, H) : 0.0f;
             attend(e, s->table, l, hh, q, p, slope, e->att + r * C + hh * D);
         }
-        linear(e, l * 4 + 1, e->att, n, C, b->proj_b->data, C, e->h);
+        SPRY_TRY(linear(e, l * 4 + 1, e->att, n, C, b->proj_b->data, C, e->h));
         for (int64_t i = 0; i < n * C; i++) e->x[i] += e->h[i];
         for (int64_t r = 0; r < n; r++)
             spry_eng_layernorm(e->x + r * C, b->ln2_w->data, b->ln2_b->data, e->h + r * C, C, eps);
-        linear(e, l * 4 + 2, e->h, n, C, b->fc_b->data, I, e->ff);
+        SPRY_TRY(linear(e, l * 4 + 2, e->h, n, C, b->fc_b->data, I, e->ff));
         spry_eng_gelu(e->ff, n * I);
-        linear(e, l * 4 + 3, e->ff, n, I, b->fc2_b->data, C, e->h);
+        SPRY_TRY(linear(e, l * 4 + 3, e->ff, n, I, b->fc2_b->data, C, e->h));
         for (int64_t i = 0; i < n * C; i++) e->x[i] += e->h[i];
     }
     // final LayerNorm and the LM head on the rows that end an item asking for logits
@@ -561,7 +563,7 @@ static void forward(spry_engine *e, int64_t n) {
         spry_eng_layernorm(e->x + r * C, m->lnf_w->data, m->lnf_b->data, e->h + k * C, C, eps);
         k++;
     }
-    if (k) linear(e, e->L * 4, e->h, k, C, NULL, e->V, e->logits);
+    return k ? linear(e, e->L * 4, e->h, k, C, NULL, e->V, e->logits) : SPRY_OK;
 }
 
 /* ---- the step ------------------------------------------------------------------------------ */
@@ -702,9 +704,22 @@ spry_status spry_engine_step(spry_engine *e, bool *busy) {
     pthread_mutex_unlock(&e->mu);
     int saved_threads = omp_get_max_threads();
     if (e->p.n_threads > 0) omp_set_num_threads(e->p.n_threads);
-    if (rows > 0) forward(e, rows);
+    spry_status fst = rows > 0 ? forward(e, rows) : SPRY_OK;
     if (e->p.n_threads > 0) omp_set_num_threads(saved_threads);
     pthread_mutex_lock(&e->mu);
+    if (fst) { // the step's sequences end with ERROR; their blocks come back
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", spry_last_error());
+        for (int it = 0; it < e->n_items; it++) {
+            seq *s = e->items[it].s;
+            finish(e, s, -1, SPRY_FINISH_ERROR);
+            for (int i = 0; i < e->n_running; i++)
+                if (e->running[i] == s) running_remove(e, i);
+            seq_free(s);
+        }
+        e->n_items = 0;
+        spry_errorf(fst, "%s", msg);
+    }
     int64_t k = 0;
     for (int it = 0; it < e->n_items; it++) {
         batch_item *b = &e->items[it];
@@ -732,13 +747,13 @@ spry_status spry_engine_step(spry_engine *e, bool *busy) {
         b->s = NULL;
         seq_free(s);
     }
-    e->st.steps++;
+    if (rows > 0) e->st.steps++; // model iterations (idle wake-ups do not count)
     *busy = e->n_running > 0 || e->wait_head != NULL;
     int n_ev = e->n_events;
     pthread_mutex_unlock(&e->mu);
     for (int i = 0; i < n_ev; i++) // callbacks run unlocked: they may cancel or submit
         if (e->events[i].cb) e->events[i].cb(e->events[i].user, e->events[i].id, e->events[i].token, e->events[i].finish);
-    return SPRY_OK;
+    return fst;
 }
 
 spry_status spry_engine_score(spry_engine *e, const int32_t *ids, int64_t n, float *logits) {
@@ -763,7 +778,11 @@ spry_status spry_engine_score(spry_engine *e, const int32_t *ids, int64_t n, flo
         e->n_items  = 1;
         e->items[0] = (batch_item){&s, p0, k, true, true};
         for (int64_t j = 0; j < k; j++) e->tok_id[j] = ids[p0 + j], e->tok_pos[j] = p0 + j, e->tok_item[j] = 0;
-        forward(e, k);
+        spry_status fst = forward(e, k);
+        if (fst) {
+            st = fst;
+            break;
+        }
         memcpy(logits + p0 * e->V, e->logits, sizeof(float) * (size_t)(k * e->V));
     }
     e->n_items = 0;
