@@ -92,8 +92,9 @@ spry_status spry_engine_submit(spry_engine *e, const spry_request *r, int64_t *i
 // Cancels a request (waiting or running): its callback gets CANCELLED at the next step and its
 // blocks are freed. Thread safe; unknown or finished ids are ignored.
 void spry_engine_cancel(spry_engine *e, int64_t id);
-// One iteration (see above). *busy is true while requests are running or waiting. Errors
-// (SPRY_ERR_NOMEM) finish the affected requests with SPRY_FINISH_ERROR.
+// One iteration (see above). *busy is true while requests are running or waiting. When the
+// forward pass fails (SPRY_ERR_NOMEM for a kernel's scratch) the step's requests finish with
+// SPRY_FINISH_ERROR, their blocks come back, and the status is returned; the engine stays usable.
 spry_status spry_engine_step(spry_engine *e, bool *busy);
 // Blocks until a request is queued or `seconds` pass (for an idle stepping loop). Thread safe.
 void spry_engine_wait_work(spry_engine *e, double seconds);
