@@ -5,11 +5,14 @@
  */
 #include "spry/hf_checkpoint.h"
 
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "spry/dtype.h"
+#include "spry/fs.h"
 #include "spry/safetensors.h"
 
 typedef struct named_param {
@@ -50,29 +53,30 @@ static float load_elem(const spry_st_tensor_info *info, int64_t i) {
     }
 }
 
-spry_status spry_model_load_weights(spry_model *m, const char *path) {
-    spry_safetensors *st;
-    SPRY_TRY(spry_safetensors_open(path, &st));
+// Copies every parameter of m from the first of the n open files holding it (HF names, with or
+// without "transformer."), Conv1D matrices transposed, F32/BF16/F16 converted. label names the
+// checkpoint in messages.
+static spry_status load_from(spry_model *m, spry_safetensors *const *files, int n_files, const char *label) {
     named_param *ps = malloc(sizeof *ps * (size_t)m->params.n_items);
-    if (!ps) {
-        spry_safetensors_close(st);
-        return spry_errorf(SPRY_ERR_NOMEM, "out of memory");
-    }
+    if (!ps) return spry_errorf(SPRY_ERR_NOMEM, "out of memory");
     int64_t     n = list_params(m, ps);
     spry_status rc = SPRY_OK;
     for (int64_t i = 0; i < n && !rc; i++) {
         char full[96];
         snprintf(full, sizeof full, "transformer.%s", ps[i].name);
-        const spry_st_tensor_info *info = spry_safetensors_find(st, full);
-        if (!info) info = spry_safetensors_find(st, ps[i].name);
+        const spry_st_tensor_info *info = NULL;
+        for (int f = 0; f < n_files && !info; f++) {
+            info = spry_safetensors_find(files[f], full);
+            if (!info) info = spry_safetensors_find(files[f], ps[i].name);
+        }
         if (!info) {
             rc = spry_errorf(SPRY_ERR_FORMAT, "%s: tensor \"%s\" is missing. HINT: is config.json for this checkpoint?",
-                             path, full);
+                             label, full);
             break;
         }
         if (info->dtype != SPRY_DTYPE_F32 && info->dtype != SPRY_DTYPE_BF16 && info->dtype != SPRY_DTYPE_F16) {
             rc = spry_errorf(SPRY_ERR_FORMAT, "%s: tensor \"%s\" has dtype %s; expected F32, BF16 or F16",
-                             path, info->name, info->st_dtype);
+                             label, info->name, info->st_dtype);
             break;
         }
         spry_tensor *t = ps[i].t;
@@ -81,7 +85,7 @@ spry_status spry_model_load_weights(spry_model *m, const char *path) {
             shape_ok = info->shape[d] == t->shape[ps[i].conv1d ? t->ndim - 1 - d : d];
         if (!shape_ok) {
             rc = spry_errorf(SPRY_ERR_FORMAT, "%s: tensor \"%s\" has the wrong shape for this config (ndim %d)%s",
-                             path, info->name, info->ndim, ps[i].conv1d ? " (Conv1D layout (in, out) expected)" : "");
+                             label, info->name, info->ndim, ps[i].conv1d ? " (Conv1D layout (in, out) expected)" : "");
             break;
         }
         float  *dst = t->data;
@@ -93,7 +97,55 @@ spry_status spry_model_load_weights(spry_model *m, const char *path) {
             for (int64_t k = 0; k < rows * cols; k++) dst[k] = load_elem(info, k);
     }
     free(ps);
+    return rc;
+}
+
+spry_status spry_model_load_weights(spry_model *m, const char *path) {
+    spry_safetensors *st;
+    SPRY_TRY(spry_safetensors_open(path, &st));
+    spry_status rc = load_from(m, &st, 1, path);
     spry_safetensors_close(st);
+    return rc;
+}
+
+// Hugging Face's sharded layout: model.safetensors.index.json maps every tensor name to a shard
+// file in the same directory ({"weight_map": {"name": "model-00001-of-00002.safetensors"}}).
+static spry_status load_sharded(spry_model *m, const char *dir, const char *index_path) {
+    char       *text = NULL;
+    spry_status rc   = spry_read_file(index_path, (size_t)64 << 20, &text, NULL);
+    if (rc) return rc;
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    const cJSON *wm = j ? cJSON_GetObjectItemCaseSensitive(j, "weight_map") : NULL;
+    if (!cJSON_IsObject(wm) || !wm->child) {
+        cJSON_Delete(j);
+        return spry_errorf(SPRY_ERR_FORMAT, "%s: \"weight_map\" missing or empty", index_path);
+    }
+    enum { MAX_SHARDS = 4096 };
+    const char       *names[MAX_SHARDS];
+    spry_safetensors *files[MAX_SHARDS];
+    int               nf = 0;
+    for (const cJSON *it = wm->child; it && !rc; it = it->next) {
+        if (!cJSON_IsString(it) || !it->valuestring[0] || strchr(it->valuestring, '/')) {
+            rc = spry_errorf(SPRY_ERR_FORMAT, "%s: weight_map[\"%s\"] is not a file name in this directory",
+                             index_path, it->string);
+            break;
+        }
+        bool seen = false;
+        for (int f = 0; f < nf && !seen; f++) seen = !strcmp(names[f], it->valuestring);
+        if (seen) continue;
+        if (nf == MAX_SHARDS) {
+            rc = spry_errorf(SPRY_ERR_FORMAT, "%s: more than %d shard files", index_path, MAX_SHARDS);
+            break;
+        }
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, it->valuestring);
+        rc = spry_safetensors_open(path, &files[nf]);
+        if (!rc) names[nf++] = it->valuestring;
+    }
+    if (!rc) rc = load_from(m, files, nf, index_path);
+    for (int f = 0; f < nf; f++) spry_safetensors_close(files[f]);
+    cJSON_Delete(j);
     return rc;
 }
 
@@ -146,7 +198,15 @@ spry_status spry_model_load_dir(const char *dir, spry_model **out) {
     spry_model *m;
     SPRY_TRY(spry_model_init(&cfg, &m));
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    spry_status st = spry_model_load_weights(m, path);
+    struct stat sb;
+    spry_status st;
+    if (stat(path, &sb) != 0) { // no single file: the sharded layout, if there is an index
+        char index[4200];
+        snprintf(index, sizeof index, "%s/model.safetensors.index.json", dir);
+        st = stat(index, &sb) == 0 ? load_sharded(m, dir, index) : spry_model_load_weights(m, path);
+    } else {
+        st = spry_model_load_weights(m, path);
+    }
     if (st) {
         spry_model_free(m);
         return st;
