@@ -38,7 +38,7 @@ enum { N_THREAD = 2, N_SHAPE = 5, N_LAYER = 12 };
 
 typedef struct shape {
     const char *name;
-    int64_t     K, N;
+    int64_t K, N;
 } shape;
 
 static const shape k_shapes[N_SHAPE] = {
@@ -84,7 +84,8 @@ __attribute__((target("avx512f"))) static float sum_avx512(const float *a, int64
         s3 = _mm512_add_ps(s3, _mm512_load_ps(a + i + 48));
     }
     float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-    for (; i < n; i++) s += a[i];
+    for (; i < n; i++)
+        s += a[i];
     return s;
 }
 
@@ -100,17 +101,22 @@ __attribute__((target("avx2"))) static float sum_avx2(const float *a, int64_t n)
     float t[8];
     _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
     float s = 0;
-    for (int k = 0; k < 8; k++) s += t[k];
-    for (; i < n; i++) s += a[i];
+    for (int k = 0; k < 8; k++)
+        s += t[k];
+    for (; i < n; i++)
+        s += a[i];
     return s;
 }
 
 static float sum_any(const float *a, int64_t n) {
     spry_cpu_features f = spry_cpu_detect();
-    if (f.avx512f) return sum_avx512(a, n);
-    if (f.avx2) return sum_avx2(a, n);
+    if (f.avx512f)
+        return sum_avx512(a, n);
+    if (f.avx2)
+        return sum_avx2(a, n);
     float s = 0;
-    for (int64_t i = 0; i < n; i++) s += a[i];
+    for (int64_t i = 0; i < n; i++)
+        s += a[i];
     return s;
 }
 
@@ -127,7 +133,8 @@ static void triad_any(float *a, const float *b, const float *c, float s, int64_t
         _mm_sfence();
         return;
     }
-    for (int64_t i = 0; i < n; i++) a[i] = b[i] + s * c[i];
+    for (int64_t i = 0; i < n; i++)
+        a[i] = b[i] + s * c[i];
 }
 
 static volatile float g_sink;
@@ -137,18 +144,19 @@ static double read_bw(const float *a, int64_t n, int reps, double *best) {
     double t[32];
     *best = 0;
     for (int r = 0; r < reps; r++) {
-        float  part[N_THREAD] = {0};
-        double t0             = now();
+        float part[N_THREAD] = {0};
+        double t0            = now();
 #pragma omp parallel num_threads(N_THREAD)
         {
-            int     id = omp_get_thread_num(), nt = omp_get_num_threads();
+            int id = omp_get_thread_num(), nt = omp_get_num_threads();
             int64_t i0 = n * id / nt / 64 * 64, i1 = id == nt - 1 ? n : n * (id + 1) / nt / 64 * 64;
-            part[id]   = sum_any(a + i0, i1 - i0);
+            part[id] = sum_any(a + i0, i1 - i0);
         }
         t[r]     = now() - t0;
         g_sink   = part[0] + part[1];
         double g = (double)n * 4 / t[r] / 1e9;
-        if (g > *best) *best = g;
+        if (g > *best)
+            *best = g;
     }
     return (double)n * 4 / median(t, reps) / 1e9;
 }
@@ -159,7 +167,7 @@ static double triad_bw(float *a, const float *b, const float *c, int64_t n, int 
         double t0 = now();
 #pragma omp parallel num_threads(N_THREAD)
         {
-            int     id = omp_get_thread_num(), nt = omp_get_num_threads();
+            int id = omp_get_thread_num(), nt = omp_get_num_threads();
             int64_t i0 = n * id / nt / 64 * 64, i1 = id == nt - 1 ? n : n * (id + 1) / nt / 64 * 64;
             triad_any(a + i0, b + i0, c + i0, 0.5f, i1 - i0);
         }
@@ -177,13 +185,13 @@ static double time_gemv(const uint8_t *w, size_t mat, int copies, spry_wfmt fmt,
                         const float *x, float *y, double seconds, bool openblas) {
     enum { MAX_CALLS = 4000 };
     static double t[MAX_CALLS];
-    int           n = 0;
+    int n = 0;
     for (int i = 0; i < 3; i++) // warm-up (threads, page tables)
         spry_gemv(y, x, w + (size_t)i % copies * mat, fmt, NULL, 1, s->K, s->N, N_THREAD);
     double start = now();
     while (n < MAX_CALLS && (n < 15 || now() - start < seconds)) {
         const uint8_t *wc = w + (size_t)(n % copies) * mat;
-        double         t0 = now();
+        double t0         = now();
         if (openblas)
             cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)s->N, (int)s->K, 1.0f, (const float *)wc,
                         (int)s->K, x, 1, 0.0f, y, 1);
@@ -196,7 +204,8 @@ static double time_gemv(const uint8_t *w, size_t mat, int copies, spry_wfmt fmt,
 
 int main(int argc, char **argv) {
     double secs = argc > 1 ? atof(argv[1]) : 0.4;
-    if (secs <= 0) secs = 0.4;
+    if (secs <= 0)
+        secs = 0.4;
     omp_set_num_threads(N_THREAD);
     openblas_set_num_threads(N_THREAD);
     printf("bench_gemv: %d threads, cpu: %s\n", N_THREAD, spry_cpu_summary());
@@ -208,23 +217,25 @@ int main(int argc, char **argv) {
 
     // -- bandwidth
     const int64_t n_read = ((int64_t)512 << 20) / 4, n_tri = ((int64_t)256 << 20) / 4;
-    float        *buf    = xalloc((size_t)n_read * 4);
+    float *buf = xalloc((size_t)n_read * 4);
 #pragma omp parallel for num_threads(N_THREAD) schedule(static)
-    for (int64_t i = 0; i < n_read; i++) buf[i] = (float)(i & 1023) * 1e-3f; // first touch
+    for (int64_t i = 0; i < n_read; i++)
+        buf[i] = (float)(i & 1023) * 1e-3f; // first touch
     double read_best, read = read_bw(buf, n_read, 9, &read_best);
     free(buf);
     float *ta = xalloc((size_t)n_tri * 4), *tb = xalloc((size_t)n_tri * 4),
           *tc = xalloc((size_t)n_tri * 4);
 #pragma omp parallel for num_threads(N_THREAD) schedule(static)
-    for (int64_t i = 0; i < n_tri; i++) ta[i] = 0.0f, tb[i] = 1.0f, tc[i] = 2.0f;
+    for (int64_t i = 0; i < n_tri; i++)
+        ta[i] = 0.0f, tb[i] = 1.0f, tc[i] = 2.0f;
     double triad = triad_bw(ta, tb, tc, n_tri, 7);
     free(ta), free(tb), free(tc);
-    printf("memory: read %.2f GB/s (median of 9, best %.2f), triad %.2f GB/s (2 threads)\n\n",
-           read, read_best, triad);
+    printf("memory: read %.2f GB/s (median of 9, best %.2f), triad %.2f GB/s (2 threads)\n\n", read,
+           read_best, triad);
 
     // -- f32 masters of the five shapes, random N(0, 0.02)
     float *master[N_SHAPE];
-    float  x[3072];
+    float x[3072];
     spry_rng_fill_normal(x, 3072, 1, 0, 0.0f, 1.0f);
     for (int s = 0; s < N_SHAPE; s++) {
         master[s] = xalloc((size_t)(k_shapes[s].K * k_shapes[s].N) * 4);
@@ -239,18 +250,20 @@ int main(int argc, char **argv) {
     for (int f = 0; f < SPRY_WFMT_COUNT; f++) {
         spry_wfmt fmt = (spry_wfmt)f;
         for (int s = 0; s < N_SHAPE; s++) {
-            const shape *sh     = &k_shapes[s];
-            size_t       mat    = (size_t)sh->N * spry_wfmt_row_bytes(fmt, sh->K);
-            int          copies = (int)((FOOTPRINT + mat - 1) / mat);
-            if (copies < 2) copies = 2;
+            const shape *sh = &k_shapes[s];
+            size_t mat      = (size_t)sh->N * spry_wfmt_row_bytes(fmt, sh->K);
+            int copies      = (int)((FOOTPRINT + mat - 1) / mat);
+            if (copies < 2)
+                copies = 2;
             uint8_t *w = xalloc(mat * (size_t)copies);
             if (spry_quantize_rows(fmt, master[s], w, sh->N, sh->K, N_THREAD) != SPRY_OK) {
                 fprintf(stderr, "quantize failed\n");
                 return 1;
             }
-            for (int c = 1; c < copies; c++) memcpy(w + (size_t)c * mat, w, mat);
-            double t = time_gemv(w, mat, copies, fmt, sh, x, y, secs, false);
-            gbs[f][s] = (double)mat / t / 1e9;
+            for (int c = 1; c < copies; c++)
+                memcpy(w + (size_t)c * mat, w, mat);
+            double t    = time_gemv(w, mat, copies, fmt, sh, x, y, secs, false);
+            gbs[f][s]   = (double)mat / t / 1e9;
             char ob[32] = "", sc[32] = "";
             if (fmt == SPRY_WFMT_F32) {
                 double to = time_gemv(w, mat, copies, fmt, sh, x, y, secs, true);
@@ -278,7 +291,7 @@ int main(int argc, char **argv) {
     double tok_ms[SPRY_WFMT_COUNT], tok_bound[SPRY_WFMT_COUNT];
     for (int f = 0; f < SPRY_WFMT_COUNT; f++) {
         spry_wfmt fmt = (spry_wfmt)f;
-        size_t    mat[N_SHAPE], total = 0;
+        size_t mat[N_SHAPE], total = 0;
         for (int s = 0; s < N_SHAPE; s++) {
             mat[s] = (size_t)k_shapes[s].N * spry_wfmt_row_bytes(fmt, k_shapes[s].K);
             total += mat[s] * (s == 4 ? 1 : N_LAYER);
@@ -288,16 +301,19 @@ int main(int argc, char **argv) {
             int reps = s == 4 ? 1 : N_LAYER;
             spry_quantize_rows(fmt, master[s], p, k_shapes[s].N, k_shapes[s].K, N_THREAD);
             for (int l = 0; l < reps; l++) {
-                if (l) memcpy(p + (size_t)l * mat[s], p, mat[s]);
-                if (s < 4) layer[l][s] = p + (size_t)l * mat[s];
+                if (l)
+                    memcpy(p + (size_t)l * mat[s], p, mat[s]);
+                if (s < 4)
+                    layer[l][s] = p + (size_t)l * mat[s];
             }
-            if (s == 4) head = p;
+            if (s == 4)
+                head = p;
             p += (size_t)reps * mat[s];
         }
         enum { MAX_TOK = 400 };
         static double t[MAX_TOK];
-        int           n = 0;
-        double        start = now();
+        int n        = 0;
+        double start = now();
         for (int warm = 0; n < MAX_TOK && (n < 10 || now() - start < 2 * secs); warm++) {
             double t0 = now();
             for (int l = 0; l < N_LAYER; l++)
@@ -305,7 +321,8 @@ int main(int argc, char **argv) {
                     spry_gemv(y, x, layer[l][s], fmt, NULL, 1, k_shapes[s].K, k_shapes[s].N,
                               N_THREAD);
             spry_gemv(y, x, head, fmt, NULL, 1, 768, 50257, N_THREAD);
-            if (warm >= 2) t[n++] = now() - t0;
+            if (warm >= 2)
+                t[n++] = now() - t0;
         }
         double ms    = median(t, n) * 1e3;
         tok_ms[f]    = ms;
@@ -319,13 +336,14 @@ int main(int argc, char **argv) {
     for (int f = 0; f < SPRY_WFMT_COUNT; f++)
         for (int s = 0; s < N_SHAPE; s++)
             printf("RESULT gemv_%s_%lldx%lld spry=%.2f bound=%.2f ratio=%.3f unit=GB/s\n",
-                   spry_wfmt_name((spry_wfmt)f), (long long)k_shapes[s].K,
-                   (long long)k_shapes[s].N, gbs[f][s], read, gbs[f][s] / read);
+                   spry_wfmt_name((spry_wfmt)f), (long long)k_shapes[s].K, (long long)k_shapes[s].N,
+                   gbs[f][s], read, gbs[f][s] / read);
     for (int f = 0; f < SPRY_WFMT_COUNT; f++)
         printf("RESULT gemv_gpt2_124m_%s_token_ms_lower_better spry=%.3f bound=%.3f ratio=%.3f "
                "unit=ms\n",
                spry_wfmt_name((spry_wfmt)f), tok_ms[f], tok_bound[f], tok_ms[f] / tok_bound[f]);
-    for (int s = 0; s < N_SHAPE; s++) free(master[s]);
+    for (int s = 0; s < N_SHAPE; s++)
+        free(master[s]);
     free(y);
     return 0;
 }

@@ -31,13 +31,13 @@
 #define SPRY_QK4_0 32 // weights per Q4_0 block
 
 typedef struct spry_block_q8_0 {
-    uint16_t d;              // scale, IEEE fp16 bits
-    int8_t   qs[SPRY_QK8_0]; // quants, element j in qs[j]
+    uint16_t d;            // scale, IEEE fp16 bits
+    int8_t qs[SPRY_QK8_0]; // quants, element j in qs[j]
 } spry_block_q8_0;
 
 typedef struct spry_block_q4_0 {
-    uint16_t d;                  // scale, IEEE fp16 bits
-    uint8_t  qs[SPRY_QK4_0 / 2]; // nibbles: element j low, element j+16 high, stored +8
+    uint16_t d;                 // scale, IEEE fp16 bits
+    uint8_t qs[SPRY_QK4_0 / 2]; // nibbles: element j low, element j+16 high, stored +8
 } spry_block_q4_0;
 
 _Static_assert(sizeof(spry_block_q8_0) == 34, "Q8_0 block must be 34 bytes (ggml block_q8_0)");
@@ -98,17 +98,16 @@ spry_status spry_dequantize_q8_0(const void *in, float *y, int64_t n);
 spry_status spry_dequantize_q4_0(const void *in, float *y, int64_t n);
 
 // Converts an f32 matrix x (n_rows, K) to fmt, writing n_rows * spry_wfmt_row_bytes(fmt, K)
-// bytes at out (aligned to 4 bytes for f32, 2 for the others): f32 copies, bf16 and f16 round to nearest even, Q8_0 / Q4_0 as above. Rows are
-// split over n_threads OpenMP threads (0 = all); the bytes do not depend on the thread count.
-// Returns SPRY_ERR_ARG (out untouched) on a bad fmt, n_rows < 0, K <= 0, K not a multiple of the
-// block, or a NULL pointer.
+// bytes at out (aligned to 4 bytes for f32, 2 for the others): f32 copies, bf16 and f16 round to
+// nearest even, Q8_0 / Q4_0 as above. Rows are split over n_threads OpenMP threads (0 = all); the
+// bytes do not depend on the thread count. Returns SPRY_ERR_ARG (out untouched) on a bad fmt,
+// n_rows < 0, K <= 0, K not a multiple of the block, or a NULL pointer.
 spry_status spry_quantize_rows(spry_wfmt fmt, const float *x, void *out, int64_t n_rows, int64_t K,
                                int n_threads);
 
 // The inverse: y (n_rows, K) = f32 values of the rows at w in format fmt (exact for every format).
 // Errors as spry_quantize_rows. Single-threaded.
-spry_status spry_dequantize_rows(spry_wfmt fmt, const void *w, float *y, int64_t n_rows,
-                                 int64_t K);
+spry_status spry_dequantize_rows(spry_wfmt fmt, const void *w, float *y, int64_t n_rows, int64_t K);
 
 // ------------------------------------------------------------------------------------------------
 // Decode GEMV
@@ -126,7 +125,7 @@ spry_status spry_dequantize_rows(spry_wfmt fmt, const void *w, float *y, int64_t
 // belongs to a GEMM). Y must not overlap X, W or bias.
 // Returns SPRY_ERR_ARG (message set, Y untouched) on a bad fmt, M, N or K < 1, K not a multiple
 // of the block, or a NULL pointer (bias excepted); SPRY_ERR_NOMEM if the Q8_0 scratch for X
-// (about 3.2 M K bytes) cannot be allocated. Thread safe.
+// (about 4.2 M K bytes) cannot be allocated. Thread safe.
 spry_status spry_gemv(float *y, const float *x, const void *w, spry_wfmt fmt, const float *bias,
                       int64_t M, int64_t K, int64_t N, int n_threads);
 
