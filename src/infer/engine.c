@@ -478,21 +478,9 @@ static void attend(const spry_engine *e, const int32_t *table, int64_t l, int64_
     for (int64_t j0 = 0; j0 <= p; j0 += bt) {
         const float *K = kv_row(e, table[j0 / bt], l, 0, 0) + h * D, *V = kv_row(e, table[j0 / bt], l, 1, 0) + h * D;
         int64_t      nj = p - j0 + 1 < bt ? p - j0 + 1 : bt;
-        for (int64_t t = 0; t < nj; t++) {
-            const float *k = K + t * C, *v = V + t * C;
-            float        s = 0;
-            for (int64_t d = 0; d < D; d++) s += q[d] * k[d];
-            s = s * scale + slope * (float)(j0 + t - p);
-            if (s > mx) { // rescale what was summed so far
-                float f = expf(mx - s);
-                sum *= f;
-                for (int64_t d = 0; d < D; d++) out[d] *= f;
-                mx = s;
-            }
-            float w = expf(s - mx);
-            sum += w;
-            for (int64_t d = 0; d < D; d++) out[d] += w * v[d];
-        }
+        for (int64_t t = 0; t < nj; t += 16)
+            spry_eng_attend_chunk(q, K + t * C, V + t * C, C, nj - t < 16 ? nj - t : 16, D, scale, slope, j0 + t - p,
+                                  out, &mx, &sum);
     }
     float inv = 1.0f / sum;
     for (int64_t d = 0; d < D; d++) out[d] *= inv;

@@ -24,11 +24,25 @@ void spry_eng_layernorm(const float *x, const float *w, const float *b, float *y
     for (int64_t i = 0; i < C; i++) y[i] = (x[i] - mu) * rstd * w[i] + b[i];
 }
 
+static inline float gelu1(float v) {
+    return 0.5f * v * (1.0f + spry_tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+}
+static void gelu_range(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] = gelu1(x[i]);
+}
+// the same loop, vectorized 16 wide by the compiler (called inside the OpenMP loop: outlined
+// bodies do not inherit a target attribute)
+__attribute__((target("avx512f"))) static void gelu_range_avx512(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] = gelu1(x[i]);
+}
+
 void spry_eng_gelu(float *x, int64_t n) {
+    bool simd = spry_cpu_detect().avx512f;
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        float v = x[i];
-        x[i]    = 0.5f * v * (1.0f + spry_tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+    for (int64_t i0 = 0; i0 < n; i0 += 4096) {
+        int64_t m = n - i0 < 4096 ? n - i0 : 4096;
+        if (simd) gelu_range_avx512(x + i0, m);
+        else gelu_range(x + i0, m);
     }
 }
 
@@ -144,11 +158,31 @@ AVX512BF16 __attribute__((always_inline)) static inline void ptile_bf16(const ui
                                                                       const uint16_t *Wb, const float *bias,
                                                                       int64_t N, float *Y, int64_t r0, int RT,
                                                                       int64_t j0, __mmask16 m0, __mmask16 m1) {
-    __m512 a0[6], a1[6];
-    for (int r = 0; r < RT; r++) a0[r] = _mm512_setzero_ps(), a1[r] = _mm512_setzero_ps();
+    // two accumulator sets, even and odd k pairs, so that even a 1-row tile has four independent
+    // chains; the sets are added at the end in the same order for every tile height
+    __m512 a0[6], a1[6], c0[6], c1[6];
+    for (int r = 0; r < RT; r++)
+        a0[r] = _mm512_setzero_ps(), a1[r] = _mm512_setzero_ps(), c0[r] = _mm512_setzero_ps(),
+        c1[r] = _mm512_setzero_ps();
     const uint16_t *x = xb + r0 * K;
-    int64_t         K2 = (K + 1) / 2;
-    for (int64_t kk = 0; kk < K2; kk++) {
+    int64_t         K2 = (K + 1) / 2, kk = 0;
+    for (; kk + 1 < K2; kk += 2) {
+        __m512bh w0 = (__m512bh)_mm512_loadu_si512((const void *)(Wb + kk * 64));
+        __m512bh w1 = (__m512bh)_mm512_loadu_si512((const void *)(Wb + kk * 64 + 32));
+        __m512bh w2 = (__m512bh)_mm512_loadu_si512((const void *)(Wb + kk * 64 + 64));
+        __m512bh w3 = (__m512bh)_mm512_loadu_si512((const void *)(Wb + kk * 64 + 96));
+        for (int r = 0; r < RT; r++) {
+            const uint16_t *xr = x + r * K + 2 * kk;
+            uint32_t        p0 = (uint32_t)xr[0] | (uint32_t)xr[1] << 16;
+            uint32_t        p1 = (uint32_t)xr[2] | (2 * kk + 3 < K ? (uint32_t)xr[3] << 16 : 0u);
+            __m512bh        x0 = (__m512bh)_mm512_set1_epi32((int)p0), x1 = (__m512bh)_mm512_set1_epi32((int)p1);
+            a0[r]              = _mm512_dpbf16_ps(a0[r], x0, w0);
+            a1[r]              = _mm512_dpbf16_ps(a1[r], x0, w1);
+            c0[r]              = _mm512_dpbf16_ps(c0[r], x1, w2);
+            c1[r]              = _mm512_dpbf16_ps(c1[r], x1, w3);
+        }
+    }
+    for (; kk < K2; kk++) {
         __m512bh w0 = (__m512bh)_mm512_loadu_si512((const void *)(Wb + kk * 64));
         __m512bh w1 = (__m512bh)_mm512_loadu_si512((const void *)(Wb + kk * 64 + 32));
         for (int r = 0; r < RT; r++) {
@@ -159,6 +193,7 @@ AVX512BF16 __attribute__((always_inline)) static inline void ptile_bf16(const ui
             a1[r]                = _mm512_dpbf16_ps(a1[r], xv, w1);
         }
     }
+    for (int r = 0; r < RT; r++) a0[r] = _mm512_add_ps(a0[r], c0[r]), a1[r] = _mm512_add_ps(a1[r], c1[r]);
     __m512 b0 = bias ? _mm512_maskz_loadu_ps(m0, bias + j0) : _mm512_setzero_ps();
     __m512 b1 = bias ? _mm512_maskz_loadu_ps(m1, bias + j0 + 16) : _mm512_setzero_ps();
     for (int r = 0; r < RT; r++) {
@@ -210,10 +245,27 @@ void spry_eng_pack_f16(const uint16_t *W, int64_t N, int64_t K, uint16_t *Wh) {
 AVX512 __attribute__((always_inline)) static inline void ptile_f16(const float *X, int64_t K, const uint16_t *Wh,
                                                                    const float *bias, int64_t N, float *Y, int64_t r0,
                                                                    int RT, int64_t j0, __mmask16 m0, __mmask16 m1) {
-    __m512 a0[6], a1[6];
-    for (int r = 0; r < RT; r++) a0[r] = _mm512_setzero_ps(), a1[r] = _mm512_setzero_ps();
+    // even and odd k in two accumulator sets (four chains even for one row), added at the end
+    __m512 a0[6], a1[6], c0[6], c1[6];
+    for (int r = 0; r < RT; r++)
+        a0[r] = _mm512_setzero_ps(), a1[r] = _mm512_setzero_ps(), c0[r] = _mm512_setzero_ps(),
+        c1[r] = _mm512_setzero_ps();
     const float *x = X + r0 * K;
-    for (int64_t k = 0; k < K; k++) {
+    int64_t      k = 0;
+    for (; k + 1 < K; k += 2) {
+        __m512 w0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(Wh + k * 32)));
+        __m512 w1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(Wh + k * 32 + 16)));
+        __m512 w2 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(Wh + k * 32 + 32)));
+        __m512 w3 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(Wh + k * 32 + 48)));
+        for (int r = 0; r < RT; r++) {
+            __m512 x0 = _mm512_set1_ps(x[r * K + k]), x1 = _mm512_set1_ps(x[r * K + k + 1]);
+            a0[r]     = _mm512_fmadd_ps(x0, w0, a0[r]);
+            a1[r]     = _mm512_fmadd_ps(x0, w1, a1[r]);
+            c0[r]     = _mm512_fmadd_ps(x1, w2, c0[r]);
+            c1[r]     = _mm512_fmadd_ps(x1, w3, c1[r]);
+        }
+    }
+    for (; k < K; k++) {
         __m512 w0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(Wh + k * 32)));
         __m512 w1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(Wh + k * 32 + 16)));
         for (int r = 0; r < RT; r++) {
@@ -222,6 +274,7 @@ AVX512 __attribute__((always_inline)) static inline void ptile_f16(const float *
             a1[r]     = _mm512_fmadd_ps(xb, w1, a1[r]);
         }
     }
+    for (int r = 0; r < RT; r++) a0[r] = _mm512_add_ps(a0[r], c0[r]), a1[r] = _mm512_add_ps(a1[r], c1[r]);
     __m512 b0 = bias ? _mm512_maskz_loadu_ps(m0, bias + j0) : _mm512_setzero_ps();
     __m512 b1 = bias ? _mm512_maskz_loadu_ps(m1, bias + j0 + 16) : _mm512_setzero_ps();
     for (int r = 0; r < RT; r++) {
@@ -254,4 +307,89 @@ bool spry_eng_linear_packed_f16(const float *X, int64_t M, int64_t K, const uint
 #pragma omp parallel for schedule(static)
     for (int64_t p = 0; p < (N + 31) / 32; p++) panel_f16(X, M, K, Wh, bias, N, Y, p);
     return true;
+}
+
+/* ---- attention: online softmax over chunks of keys --------------------------------------------
+ * Each chunk of up to 16 keys: scores, the chunk's maximum, one rescale of the running sums when
+ * the maximum grows, then the weighted values. Chunks follow positions (the engine cuts them at
+ * KV blocks), so the arithmetic of a query depends on its own positions only. */
+
+static void attend_chunk_scalar(const float *q, const float *K, const float *V, int64_t stride, int64_t n,
+                                int64_t D, float scale, float slope, int64_t rel0, float *out, float *mx,
+                                float *sum) {
+    float s[16], cm = -INFINITY;
+    for (int64_t t = 0; t < n; t++) {
+        float d0 = 0;
+        for (int64_t d = 0; d < D; d++) d0 += q[d] * K[t * stride + d];
+        s[t] = d0 * scale + slope * (float)(rel0 + t);
+        cm   = s[t] > cm ? s[t] : cm;
+    }
+    if (cm > *mx) {
+        float f = expf(*mx - cm);
+        *sum *= f;
+        for (int64_t d = 0; d < D; d++) out[d] *= f;
+        *mx = cm;
+    }
+    for (int64_t t = 0; t < n; t++) {
+        float w = expf(s[t] - *mx);
+        *sum += w;
+        for (int64_t d = 0; d < D; d++) out[d] += w * V[t * stride + d];
+    }
+}
+
+// e^x for 16 lanes (x <= 0 here): the reduction of fastmath.h, 2^n applied by vscalefps.
+AVX512 static inline __m512 exp16(__m512 x) {
+    x         = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
+    __m512 n  = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r  = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r         = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+    __m512 p  = _mm512_set1_ps(1.0f / 720.0f);
+    p         = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p         = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p         = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p         = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p         = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p         = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+AVX512 static void attend_chunk_avx512(const float *q, const float *K, const float *V, int64_t stride, int64_t n,
+                                       int64_t D, float scale, float slope, int64_t rel0, float *out, float *mx,
+                                       float *sum) {
+    float s[16];
+    for (int64_t t = 0; t < n; t++) {
+        const float *k   = K + t * stride;
+        __m512       acc = _mm512_setzero_ps();
+        for (int64_t d = 0; d < D; d += 16) {
+            __mmask16 m = D - d >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - d)) - 1);
+            acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + d), _mm512_maskz_loadu_ps(m, k + d), acc);
+        }
+        s[t] = _mm512_reduce_add_ps(acc) * scale + slope * (float)(rel0 + t);
+    }
+    __mmask16 live = (__mmask16)((1u << n) - 1);
+    __m512    sv   = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), live, s);
+    float     cm   = _mm512_reduce_max_ps(sv);
+    if (cm > *mx) {
+        float f = expf(*mx - cm);
+        *sum *= f;
+        for (int64_t d = 0; d < D; d++) out[d] *= f;
+        *mx = cm;
+    }
+    __m512 w = _mm512_maskz_mov_ps(live, exp16(_mm512_sub_ps(sv, _mm512_set1_ps(*mx))));
+    *sum += _mm512_reduce_add_ps(w);
+    _mm512_storeu_ps(s, w);
+    for (int64_t d = 0; d < D; d += 16) {
+        __mmask16 m = D - d >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - d)) - 1);
+        __m512    o = _mm512_maskz_loadu_ps(m, out + d);
+        for (int64_t t = 0; t < n; t++)
+            o = _mm512_fmadd_ps(_mm512_set1_ps(s[t]), _mm512_maskz_loadu_ps(m, V + t * stride + d), o);
+        _mm512_mask_storeu_ps(out + d, m, o);
+    }
+}
+
+void spry_eng_attend_chunk(const float *q, const float *K, const float *V, int64_t stride, int64_t n, int64_t D,
+                           float scale, float slope, int64_t rel0, float *out, float *mx, float *sum) {
+    if (spry_cpu_detect().avx512f) attend_chunk_avx512(q, K, V, stride, n, D, scale, slope, rel0, out, mx, sum);
+    else attend_chunk_scalar(q, K, V, stride, n, D, scale, slope, rel0, out, mx, sum);
 }
