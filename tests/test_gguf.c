@@ -24,6 +24,7 @@
 
 #include "check.h"
 #include "spry/dtype.h"
+#include "spry/engine.h"
 #include "spry/gguf.h"
 #include "spry/quant.h"
 
@@ -1655,6 +1656,37 @@ static void test_quantized(spry_arch arch, int wtype) {
     CHECK_MSG(worst <= 0.6 * step * 0.2, "worst import error %.3g", worst); // |x| < 0.2 here
     printf("%s %s: file_type, quantization_version, tensor types ok; worst import error %.2e; requantized "
            "blocks identical\n", arch == SPRY_ARCH_BLOOM ? "bloom" : "gpt2", spry_wfmt_name(fmt), worst);
+    // an engine reading the matrices in place from the mapping (and releasing the model's copies)
+    // scores exactly as one that converts the imported model
+    int64_t      L = c.n_layer, V = c.vocab_size;
+    const void **rows = calloc((size_t)(4 * L + 1), sizeof *rows);
+    spry_model  *r2   = NULL;
+    CHECK(spry_gguf_import_model(path, &r2) == SPRY_OK);
+    int64_t n_mapped = rows && r2 ? spry_gguf_engine_rows(g, r2, fmt, rows) : -1;
+    CHECK_MSG(n_mapped == (arch == SPRY_ARCH_BLOOM ? 3 * L + 1 : 4 * L + 1), "%lld matrices mapped", (long long)n_mapped);
+    CHECK(spry_gguf_engine_rows(g, r2, SPRY_WFMT_BF16, rows) == 0 && rows[0] == NULL); // only Q8_0/Q4_0 in place
+    if (r2) spry_gguf_engine_rows(g, r2, fmt, rows);
+    spry_engine_params ep = spry_engine_params_default();
+    ep.weight_format      = fmt, ep.n_threads = 1;
+    spry_engine *e1 = NULL, *e2 = NULL;
+    CHECK(spry_engine_init(r, &ep, &e1) == SPRY_OK);
+    ep.mapped_rows = rows, ep.release_model_matrices = true;
+    CHECK(r2 && spry_engine_init(r2, &ep, &e2) == SPRY_OK);
+    int32_t ids[12];
+    for (int i = 0; i < 12; i++) ids[i] = (int32_t)((i * 37 + 5) % V);
+    float *l1 = malloc(sizeof(float) * 12 * (size_t)V), *l2 = malloc(sizeof(float) * 12 * (size_t)V);
+    if (e1 && e2 && l1 && l2) {
+        CHECK(spry_engine_score(e1, ids, 12, l1) == SPRY_OK && spry_engine_score(e2, ids, 12, l2) == SPRY_OK);
+        CHECK_MSG(!memcmp(l1, l2, sizeof(float) * 12 * (size_t)V), "mapped %s logits differ", spry_wfmt_name(fmt));
+        // the model's MLP matrix (256 x 64 floats) gave its whole pages back: they read as zeros
+        const float *fw = r2->blocks[0].fc_w->data;
+        long         page = sysconf(_SC_PAGESIZE) / 4, zero = 0;
+        for (long k = page; k < 2 * page; k++) zero += fw[k] == 0.0f;
+        CHECK_MSG(zero == page, "%ld of a released page's %ld values are zero", zero, page);
+    }
+    free(l1), free(l2), free(rows);
+    spry_engine_free(e1), spry_engine_free(e2);
+    spry_model_free(r2);
     spry_gguf_close(g);
     spry_model_free(r);
     spry_model_free(m);

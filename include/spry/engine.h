@@ -41,6 +41,16 @@ typedef struct spry_engine_params {
     bool    prefix_cache;     // reuse computed full blocks of identical prompt prefixes (true)
     int     n_threads;        // 0: all cores
     spry_wfmt weight_format;  // matrices (and the LM head) as f32, bf16, f16, q8_0 or q4_0 (f32)
+    // Optional matrices read in place (NULL: none): mapped_rows[4 l + 0..3] the QKV, attention
+    // output, MLP up and MLP down rows of layer l, mapped_rows[4 L] the LM head, each (N, K) rows
+    // in weight_format's row layout (quant.h; GGUF's for Q8_0/Q4_0), e.g. pointers into an mmapped
+    // GGUF file (spry_gguf_engine_rows) that the caller keeps open while the engine lives. Used
+    // for q8_0 and q4_0; NULL entries, and other formats, are converted from the model.
+    const void *const *mapped_rows;
+    // Gives the memory of the model's layer matrices (QKV, projections, MLP) back to the OS once
+    // the engine holds its own (packed, converted or mapped) copies: they read as zeros afterwards,
+    // so the model then serves this engine only (false).
+    bool release_model_matrices;
 } spry_engine_params;
 
 spry_engine_params spry_engine_params_default(void);

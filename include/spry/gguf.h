@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "spry/model.h"
+#include "spry/quant.h"
 #include "spry/status.h"
 #include "spry/tokenizer.h"
 
@@ -319,5 +320,13 @@ spry_status spry_gguf_export_model(const spry_model *m, const char *path,
 // Q8_0 and Q4_0, head_count_kv != head_count, an untied output), SPRY_ERR_CONFIG (sizes spry
 // rejects), SPRY_ERR_NOMEM; *out = NULL on error. Thread-safe.
 spry_status spry_gguf_import_model(const char *path, spry_model **out);
+
+// Pointers into g's mapping for the matrices a serving engine can read in place
+// (spry_engine_params.mapped_rows): rows[4 l + 0..3] = blk.l.attn_qkv / attn_output / ffn_up /
+// ffn_down, rows[4 L] = the LM head (output.weight, else token_embd.weight), each set when the
+// tensor is stored as fmt (Q8_0 or Q4_0) with m's shape, else NULL (BLOOM's QKV is always NULL:
+// GGUF orders its rows differently from spry). rows has room for 4 L + 1 entries; returns how
+// many were set. g must stay open while the pointers are used.
+int64_t spry_gguf_engine_rows(const spry_gguf *g, const spry_model *m, spry_wfmt fmt, const void **rows);
 
 #endif

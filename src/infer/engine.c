@@ -14,6 +14,7 @@
  * Locking: `mu` guards the queues, the pool and the counters; the forward pass runs unlocked on
  * the sequences this step owns, and callbacks run unlocked.
  */
+#define _DEFAULT_SOURCE // madvise(MADV_DONTNEED)
 #define _POSIX_C_SOURCE 200809L
 #include "spry/engine.h"
 
@@ -22,7 +23,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "infer/engine_kernels.h"
 #include "spry/cpu.h"
@@ -328,6 +331,21 @@ void spry_engine_free(spry_engine *e) {
     free(e);
 }
 
+// Hands the whole pages inside the model's layer matrices back to the OS (they read as zeros
+// afterwards): the engine computes from its own copies, and the embedding rows (wte) stay.
+static void release_matrices(spry_engine *e) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    for (int64_t l = 0; l < e->L; l++) {
+        const spry_block  *b    = &e->m->blocks[l];
+        const spry_tensor *ts[] = {b->qkv_w, b->proj_w, b->fc_w, b->fc2_w};
+        for (int k = 0; k < 4; k++) {
+            uintptr_t lo = ((uintptr_t)ts[k]->data + page - 1) / page * page;
+            uintptr_t hi = ((uintptr_t)ts[k]->data + (uintptr_t)spry_tensor_nbytes(ts[k])) / page * page;
+            if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED); // advisory: failure only keeps the memory
+        }
+    }
+}
+
 // The model's matrices in the engine's weight format (f32: the model's own tensors).
 static spry_status convert_weights(spry_engine *e) {
     int64_t n = e->L * 4 + 1;
@@ -352,6 +370,11 @@ static spry_status convert_weights(spry_engine *e) {
             return spry_errorf(SPRY_ERR_ARG, "engine: weight_format %s needs input widths that are multiples of %lld; "
                                "a matrix has %lld", spry_wfmt_name(e->p.weight_format),
                                (long long)spry_wfmt_block(e->p.weight_format), (long long)K);
+        bool rows_fmt = e->p.weight_format == SPRY_WFMT_Q8_0 || e->p.weight_format == SPRY_WFMT_Q4_0;
+        if (rows_fmt && e->p.mapped_rows && e->p.mapped_rows[i]) { // read in place (e.g. an mmapped GGUF)
+            e->mats[i].w = e->p.mapped_rows[i];
+            continue;
+        }
         e->mats[i].owned = malloc(spry_wfmt_row_bytes(e->p.weight_format, K) * (size_t)N);
         if (!e->mats[i].owned) return spry_errorf(SPRY_ERR_NOMEM, "engine: out of memory for converted weights");
         SPRY_TRY(spry_quantize_rows(e->p.weight_format, t->data, e->mats[i].owned, N, K, e->p.n_threads));
@@ -374,6 +397,7 @@ static spry_status convert_weights(spry_engine *e) {
             e->packed_f16 = true;
         }
     }
+    if (e->p.release_model_matrices) release_matrices(e);
     return SPRY_OK;
 }
 

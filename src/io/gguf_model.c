@@ -650,3 +650,29 @@ spry_status spry_gguf_import_model(const char *path, spry_model **out) {
     *out = m;
     return SPRY_OK;
 }
+
+int64_t spry_gguf_engine_rows(const spry_gguf *g, const spry_model *m, spry_wfmt fmt, const void **rows) {
+    int64_t L = m->cfg.n_layer, n = 0;
+    int     type = fmt == SPRY_WFMT_Q8_0 ? SPRY_GGML_TYPE_Q8_0 : fmt == SPRY_WFMT_Q4_0 ? SPRY_GGML_TYPE_Q4_0 : -1;
+    static const char *const names[4] = {"attn_qkv", "attn_output", "ffn_up", "ffn_down"};
+    for (int64_t i = 0; i <= 4 * L; i++) {
+        rows[i] = NULL;
+        if (type < 0 || (i < 4 * L && i % 4 == 0 && m->cfg.arch == SPRY_ARCH_BLOOM)) continue;
+        char name[SPRY_GGUF_MAX_NAME];
+        const spry_tensor *t;
+        if (i < 4 * L) {
+            const spry_block *b = &m->blocks[i / 4];
+            t                   = (const spry_tensor *[]){b->qkv_w, b->proj_w, b->fc_w, b->fc2_w}[i % 4];
+            snprintf(name, sizeof name, "blk.%lld.%s.weight", (long long)(i / 4), names[i % 4]);
+        } else {
+            t = m->wte;
+            snprintf(name, sizeof name, "%s", spry_gguf_find_tensor(g, "output.weight") ? "output.weight" : "token_embd.weight");
+        }
+        const spry_gguf_tensor *gt = spry_gguf_find_tensor(g, name);
+        if (gt && gt->type == type && gt->n_dims == 2 && gt->ne[0] == t->shape[1] && gt->ne[1] == t->shape[0]) {
+            rows[i] = gt->data;
+            n++;
+        }
+    }
+    return n;
+}

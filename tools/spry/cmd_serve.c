@@ -230,8 +230,17 @@ int spry_cmd_serve(int argc, char **argv) {
         fprintf(stderr, "spry serve: %s\n", spry_last_error());
         rc = 1;
     }
+    // GGUF Q8_0/Q4_0 matrices are read in place from the file's mapping (kept open while serving);
+    // the model's own copies of the layer matrices are given back to the OS
+    spry_gguf   *gmap = NULL;
+    const void **rows = NULL;
+    if (!rc && gguf && (dtype == SPRY_WFMT_Q8_0 || dtype == SPRY_WFMT_Q4_0) && !spry_gguf_open(model, &gmap)) {
+        rows = calloc((size_t)(4 * m->cfg.n_layer + 1), sizeof *rows);
+        if (rows) spry_gguf_engine_rows(gmap, m, (spry_wfmt)dtype, rows);
+    }
     if (!rc) {
         spry_engine_params ep = spry_engine_params_default();
+        ep.mapped_rows = rows, ep.release_model_matrices = true;
         ep.n_ctx = ctx, ep.n_blocks = kv_blocks, ep.block_tokens = block_tokens;
         ep.max_seqs = (int)max_seqs, ep.max_batch_tokens = max_batch, ep.prefix_cache = prefix_cache;
         ep.n_threads = (int)threads, ep.weight_format = dtype < 0 ? SPRY_WFMT_F32 : (spry_wfmt)dtype;
@@ -250,6 +259,8 @@ int spry_cmd_serve(int argc, char **argv) {
         fflush(stdout);
     }
     spry_server_stop(srv);
+    free(rows);
+    spry_gguf_close(gmap);
     spry_model_free(m);
     spry_tokenizer_free(tok);
     return rc;
