@@ -14,6 +14,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
+#include "spry/fs.h"
 #include "spry/gguf.h"
 #include "spry/quant.h"
 
@@ -134,41 +135,6 @@ static void tmp_free(tmp_list *l) {
     free(l->p);
 }
 
-// Reads a whole file into a NUL-terminated buffer.
-static spry_status read_file(const char *path, char **out, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return spry_errorf(SPRY_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (cap - n < 65536) {
-            cap     = cap ? 2 * cap : 1 << 20;
-            char *p = realloc(buf, cap);
-            if (!p) {
-                free(buf);
-                fclose(f);
-                return spry_errorf(SPRY_ERR_NOMEM, "%s: out of memory", path);
-            }
-            buf = p;
-        }
-        size_t r = fread(buf + n, 1, cap - n - 1, f);
-        n += r;
-        if (r == 0)
-            break;
-    }
-    bool err = ferror(f);
-    fclose(f);
-    if (err) {
-        free(buf);
-        return spry_errorf(SPRY_ERR_IO, "%s: read failed", path);
-    }
-    buf[n] = '\0';
-    *out   = buf;
-    *len   = n;
-    return SPRY_OK;
-}
-
 // The tokenizer's merges as "a b" strings in rank order, through its tokenizer.json.
 static spry_status tokenizer_merges(const spry_tokenizer *tok, const char *out_path, tmp_list *tl,
                                     const char ***merges, int64_t *n_merges) {
@@ -181,7 +147,7 @@ static spry_status tokenizer_merges(const spry_tokenizer *tok, const char *out_p
     char *json     = NULL;
     size_t len     = 0;
     if (!st)
-        st = read_file(tpath, &json, &len);
+        st = spry_read_file(tpath, 0, &json, &len);
     unlink(tpath);
     if (st)
         return st;

@@ -22,37 +22,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "spry/fs.h"
 #include "text/tokenizer_internal.h"
 #include "text/unicode.h"
 
 // ---------------------------------------------------------------------------------------------
 // Files
 
+// A whole file (spry_read_file); a missing file is an I/O error here, as for every input.
 static spry_status read_file(const char *path, char **buf, size_t *len) {
-    *buf = NULL, *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return spry_errorf(SPRY_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(f);
-        return spry_errorf(SPRY_ERR_IO, "%s: not a regular file", path);
-    }
-    size_t n = (size_t)sb.st_size;
-    char  *b = malloc(n + 1);
-    if (!b) {
-        fclose(f);
-        return spry_errorf(SPRY_ERR_NOMEM, "%s: cannot allocate %zu bytes", path, n + 1);
-    }
-    size_t got = fread(b, 1, n, f);
-    int    err = ferror(f);
-    fclose(f);
-    if (got != n || err) {
-        free(b);
-        return spry_errorf(SPRY_ERR_IO, "%s: read failed", path);
-    }
-    b[n] = 0;
-    *buf = b, *len = n;
-    return SPRY_OK;
+    spry_status st = spry_read_file(path, 0, buf, len);
+    return st == SPRY_ERR_NOT_FOUND ? SPRY_ERR_IO : st;
 }
 
 static bool is_dir(const char *p) {
