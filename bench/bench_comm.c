@@ -33,6 +33,8 @@
 #include "spry/comm.h"
 #include "spry/log.h"
 
+#include "bench_util.h"
+
 #define KIB ((int64_t)1 << 10)
 #define MIB ((int64_t)1 << 20)
 #define MAX_SIZES 64
@@ -50,21 +52,8 @@ static void usage(FILE *f) {
             "ring model 2(N-1) alpha + 2(N-1)/N bytes/B. Rank 0 prints.\n");
 }
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 // A failed collective: this rank says why and stops the job (the others may be waiting in one).
 static void check(spry_comm *c, spry_status st, const char *what) {

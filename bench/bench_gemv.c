@@ -33,6 +33,8 @@
 #include "spry/quant.h"
 #include "spry/rng.h"
 
+#include "bench_util.h"
+
 enum { N_THREAD = 2, N_SHAPE = 5, N_LAYER = 12 };
 #define FOOTPRINT ((size_t)256 << 20) // bytes of matrix copies cycled through per measurement
 
@@ -46,21 +48,8 @@ static const shape k_shapes[N_SHAPE] = {
     {"mlp_proj", 3072, 768}, {"lm_head", 768, 50257},
 };
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static void *xalloc(size_t n) {
     void *p = aligned_alloc(64, (n + 63) & ~(size_t)63);

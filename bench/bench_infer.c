@@ -23,21 +23,10 @@
 #include "spry/cpu.h"
 #include "spry/engine.h"
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "bench_util.h"
 
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return v[n / 2];
-}
+
 
 // Sum of p[0..n) with 8 independent AVX-512 accumulators: a load-bound loop (n % 128 == 0).
 __attribute__((target("avx512f"))) static float sum_avx512(const float *p, size_t n) {

@@ -14,11 +14,8 @@
 #include "spry/log.h"
 #include "spry/trainer.h"
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "bench_util.h"
+
 
 typedef struct src {
     spry_loader *l;

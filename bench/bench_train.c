@@ -20,11 +20,8 @@
 #include "spry/optim.h"
 #include "spry/rng.h"
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "bench_util.h"
+
 
 int main(int argc, char **argv) {
     const char *model = "gpt-mini", *prec = "fp32";
