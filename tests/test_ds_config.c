@@ -194,12 +194,48 @@ static void test_loss_scaler(void) {
     CHECK(spry_has_inf_or_nan(v, 4));
 }
 
+// Token-based progress (Megatron's token schedule): values computed by hand from its formulas.
+static void test_token_schedules(void) {
+    spry_ds_config c;
+    CHECK(parse("{\"train_batch_size\": 8, \"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": 1e-3}}, "
+                "\"scheduler\": {\"type\": \"WarmupCosineLR\", \"params\": {\"warmup_type\": \"linear\", "
+                "\"warmup_num_tokens\": 1000, \"total_num_tokens\": 11000, \"cos_min_ratio\": 0.1}}}",
+                1, &c) == SPRY_OK);
+    CHECK(c.sched.by_tokens && c.sched.warmup_num_tokens == 1000 && c.sched.total_num_tokens == 11000);
+    // (optim.lr is a float: 1e-10) Megatron: max_lr t / W, then min + (max - min) (1 + cos(pi p)) / 2 with min = 1e-4, max = 1e-3
+    CHECK_NEAR(spry_schedule_lr_tokens(&c.sched, 0), 0.0, 1e-10);
+    CHECK_NEAR(spry_schedule_lr_tokens(&c.sched, 500), 5e-4, 1e-10);
+    CHECK_NEAR(spry_schedule_lr_tokens(&c.sched, 1000), 1e-3, 1e-10);
+    CHECK_NEAR(spry_schedule_lr_tokens(&c.sched, 6000), 1e-4 + 9e-4 * 0.5, 1e-10);
+    CHECK_NEAR(spry_schedule_lr_tokens(&c.sched, 8500), 1e-4 + 9e-4 * (1 + cos(3.14159265358979323846 * 0.75)) / 2, 1e-10);
+    CHECK_NEAR(spry_schedule_lr_tokens(&c.sched, 11000), 1e-4, 1e-10);
+    CHECK_NEAR(spry_schedule_lr_tokens(&c.sched, 1e9), 1e-4, 1e-10);
+    spry_ds_config_free(&c);
+
+    spry_lr_schedule d = spry_lr_schedule_default(SPRY_LR_WARMUP_DECAY, 1e-3);
+    d.by_tokens = true, d.warmup_num_tokens = 100, d.total_num_tokens = 1100;
+    CHECK_NEAR(spry_schedule_lr_tokens(&d, 9), 1e-3 * 0.5, 1e-15); // log warmup: ln(10) / ln(100)
+    CHECK_NEAR(spry_schedule_lr_tokens(&d, 600), 1e-3 * 0.5, 1e-15);
+    CHECK_NEAR(spry_schedule_lr_tokens(&d, 1100), 0.0, 1e-15);
+    CHECK_NEAR(spry_schedule_lr_tokens(&d, 5000), 0.0, 1e-15);
+    d.by_tokens = false; // a step schedule asked in tokens stays at its first value
+    CHECK_NEAR(spry_schedule_lr_tokens(&d, 600), spry_schedule_lr(&d, -1), 1e-15);
+
+    expect_error("{\"train_batch_size\": 8, \"scheduler\": {\"type\": \"WarmupDecayLR\", \"params\": "
+                 "{\"warmup_num_tokens\": 100}}}", "total_num_tokens", "warmup_num_tokens");
+    expect_error("{\"train_batch_size\": 8, \"scheduler\": {\"type\": \"WarmupDecayLR\", \"params\": "
+                 "{\"warmup_num_tokens\": 100, \"total_num_tokens\": 50}}}", "total_num_tokens", "50");
+    expect_error("{\"train_batch_size\": 8, \"scheduler\": {\"type\": \"WarmupLR\", \"params\": "
+                 "{\"warmup_num_tokens\": -3}}}", "warmup_num_tokens", "-3");
+}
+
 int main(void) {
     spry_log_set_level(SPRY_LOG_ERROR);
     test_defaults_and_keys();
     test_batch_rule();
     test_errors();
     test_schedules();
+    test_token_schedules();
     test_loss_scaler();
     return check_exit();
 }

@@ -12,6 +12,16 @@
  * WarmupCosineLR: lr = base * ratio; warmup ratio = min_ratio + gamma * (1 - min_ratio); after
  *   warmup p = min(1, (it - W + 1) / max(1, total - W)),
  *   ratio = max(0, cos_min_ratio + (1 - cos_min_ratio) * (1 + cos(pi p)) / 2)
+ *
+ * Token-based progress (Megatron's --lr-warmup-tokens / --lr-decay-tokens, which the data
+ * efficiency papers' runs used; shared/notes/data_efficiency.md 4.6): with by_tokens the same
+ * schedules run on a count of (effective) training tokens t instead of the step: W_t =
+ * warmup_num_tokens, T_t = total_num_tokens, and, continuous in t,
+ *   warmup gamma:   log: ln(t + 1) / ln(W_t)     linear: t / W_t          (t < W_t)
+ *   WarmupDecayLR:  gamma = max(0, (T_t - t) / (T_t - W_t))                 (t >= W_t)
+ *   WarmupCosineLR: p = min(1, (t - W_t) / (T_t - W_t)), ratio as above       (t >= W_t)
+ * so WarmupCosineLR with warmup_type linear, warmup_min_ratio 0 and cos_min_ratio = min/max is
+ * Megatron's token schedule: max_lr t / W_t, then min + (max - min) (1 + cos(pi p)) / 2.
  */
 #ifndef SPRY_SCHEDULE_H
 #define SPRY_SCHEDULE_H
@@ -36,6 +46,9 @@ typedef struct spry_lr_schedule {
     int64_t      total_num_steps;  // WarmupDecayLR / WarmupCosineLR
     double       warmup_min_ratio; // WarmupCosineLR: 0
     double       cos_min_ratio;    // WarmupCosineLR: 0.0001
+    bool         by_tokens;        // progress in tokens (spry_schedule_lr_tokens), not steps (false)
+    double       warmup_num_tokens; // W_t (by_tokens; >= 1)
+    double       total_num_tokens;  // T_t (by_tokens; > W_t for the decaying kinds)
 } spry_lr_schedule;
 
 // A schedule of the given kind with DeepSpeed's defaults and base learning rate lr.
@@ -44,5 +57,8 @@ spry_lr_schedule spry_lr_schedule_default(spry_lr_kind kind, double lr);
 bool spry_lr_kind_from_name(const char *name, spry_lr_kind *kind);
 // Learning rate at last_batch_iteration `it` (it = -1 before the first scheduler step). Pure.
 double spry_schedule_lr(const spry_lr_schedule *s, int64_t it);
+// Learning rate after `tokens` (effective) training tokens, for a by_tokens schedule (formulas
+// above; tokens < 0 is treated as 0). Pure. On a step-based schedule it returns the it = -1 value.
+double spry_schedule_lr_tokens(const spry_lr_schedule *s, double tokens);
 
 #endif

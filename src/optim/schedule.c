@@ -61,3 +61,30 @@ double spry_schedule_lr(const spry_lr_schedule *s, int64_t it) {
     }
     return s->base_lr;
 }
+
+double spry_schedule_lr_tokens(const spry_lr_schedule *s, double t) {
+    if (!s->by_tokens) return spry_schedule_lr(s, -1);
+    t          = t < 0 ? 0 : t;
+    double W   = s->warmup_num_tokens < 1 ? 1 : s->warmup_num_tokens;
+    double T   = s->total_num_tokens;
+    double gam = s->warmup_linear ? t / W : log(t + 1.0) / log(W > 1 ? W : 2);
+    switch (s->kind) {
+    case SPRY_LR_CONSTANT: return s->base_lr;
+    case SPRY_LR_WARMUP:
+    case SPRY_LR_WARMUP_DECAY: {
+        double gamma = t < W ? gam : s->kind == SPRY_LR_WARMUP ? 1.0 : fmax(0.0, (T - t) / fmax(1.0, T - W));
+        return s->warmup_min_lr + (s->warmup_max_lr - s->warmup_min_lr) * gamma;
+    }
+    case SPRY_LR_WARMUP_COSINE: {
+        double ratio;
+        if (t < W) {
+            ratio = s->warmup_min_ratio + gam * (1.0 - s->warmup_min_ratio);
+        } else {
+            double p = fmin(1.0, (t - W) / fmax(1.0, T - W));
+            ratio = fmax(0.0, s->cos_min_ratio + (1.0 - s->cos_min_ratio) * (1.0 + cos(3.14159265358979323846 * p)) / 2.0);
+        }
+        return s->base_lr * ratio;
+    }
+    }
+    return s->base_lr;
+}

@@ -192,11 +192,28 @@ static spry_status parse_scheduler(parser *P, const cJSON *s, spry_ds_config *c)
         return spry_errorf(SPRY_ERR_CONFIG, "%s: \"scheduler.params.warmup_type\" must be \"log\" or \"linear\", got \"%s\"",
                            P->name, wt);
     c->sched.warmup_linear = !strcmp(wt, "linear");
+    // spry's extension: progress in (effective) tokens, as Megatron's --lr-warmup-tokens /
+    // --lr-decay-tokens (schedule.h); either key turns it on, and then both are required
+    bool has_wt = false, has_tt = false;
+    SPRY_TRY(get_f64(P, p, "warmup_num_tokens", "scheduler.params.warmup_num_tokens", &c->sched.warmup_num_tokens, 1, &has_wt));
+    SPRY_TRY(get_f64(P, p, "total_num_tokens", "scheduler.params.total_num_tokens", &c->sched.total_num_tokens, 1, &has_tt));
+    if (has_wt || has_tt) {
+        if (!has_wt || (!has_tt && kind != SPRY_LR_WARMUP))
+            return spry_errorf(SPRY_ERR_CONFIG, "%s: \"scheduler.params.%s\" is required with \"%s\" (token-based %s)",
+                               P->name, has_wt ? "total_num_tokens" : "warmup_num_tokens",
+                               has_wt ? "warmup_num_tokens" : "total_num_tokens", type->valuestring);
+        if (has_tt && kind != SPRY_LR_WARMUP && c->sched.total_num_tokens <= c->sched.warmup_num_tokens)
+            return spry_errorf(SPRY_ERR_CONFIG, "%s: \"scheduler.params.total_num_tokens\" (%.17g) must exceed "
+                               "warmup_num_tokens (%.17g)", P->name, c->sched.total_num_tokens, c->sched.warmup_num_tokens);
+        c->sched.by_tokens = true;
+        has_total          = true;
+    }
     if ((kind == SPRY_LR_WARMUP_DECAY || kind == SPRY_LR_WARMUP_COSINE) && !has_total)
         return spry_errorf(SPRY_ERR_CONFIG, "%s: \"scheduler.params.total_num_steps\" is required by %s",
                            P->name, type->valuestring);
     static const char *const known_p[] = {"warmup_min_lr", "warmup_max_lr", "warmup_num_steps", "total_num_steps",
-                                          "warmup_min_ratio", "cos_min_ratio", "warmup_type", "last_batch_iteration", NULL};
+                                          "warmup_min_ratio", "cos_min_ratio", "warmup_type", "last_batch_iteration",
+                                          "warmup_num_tokens", "total_num_tokens", NULL};
     static const char *const known_s[] = {"type", "params", NULL};
     c->n_warnings += warn_unknown(P, p, "scheduler.params", known_p) + warn_unknown(P, s, "scheduler", known_s);
     return SPRY_OK;
