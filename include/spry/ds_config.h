@@ -6,7 +6,9 @@
  *   optimizer {type: Adam | AdamW | SGD, params: lr, betas, eps, weight_decay, adam_w_mode,
  *     momentum, dampening, nesterov}  ("Adam" is AdamW unless adam_w_mode is false, as in
  *     DeepSpeed's FusedAdam),
- *   scheduler {type: WarmupLR | WarmupDecayLR | WarmupCosineLR, params: ...} (schedule.h),
+ *   scheduler {type: WarmupLR | WarmupDecayLR | WarmupCosineLR, params: ...} (schedule.h; spry
+ *     adds warmup_num_tokens / total_num_tokens: progress counted in effective training tokens,
+ *     as Megatron's --lr-warmup-tokens / --lr-decay-tokens),
  *   gradient_clipping (0 = off), bf16 {enabled}, fp16 {enabled, loss_scale, initial_scale_power,
  *   loss_scale_window, hysteresis, consecutive_hysteresis, min_loss_scale}, steps_per_print,
  *   seed, csv_monitor {enabled, output_path, job_name},
