@@ -173,8 +173,9 @@ AVX512BF16 __attribute__((always_inline)) static inline void ptile_bf16(const ui
         __m512bh w3 = (__m512bh)_mm512_loadu_si512((const void *)(Wb + kk * 64 + 96));
         for (int r = 0; r < RT; r++) {
             const uint16_t *xr = x + r * K + 2 * kk;
-            uint32_t        p0 = (uint32_t)xr[0] | (uint32_t)xr[1] << 16;
-            uint32_t        p1 = (uint32_t)xr[2] | (2 * kk + 3 < K ? (uint32_t)xr[3] << 16 : 0u);
+            uint32_t        p0, p1 = xr[2]; // little-endian pairs: one 32-bit broadcast load each
+            __builtin_memcpy(&p0, xr, 4);
+            if (2 * kk + 3 < K) __builtin_memcpy(&p1, xr + 2, 4);
             __m512bh        x0 = (__m512bh)_mm512_set1_epi32((int)p0), x1 = (__m512bh)_mm512_set1_epi32((int)p1);
             a0[r]              = _mm512_dpbf16_ps(a0[r], x0, w0);
             a1[r]              = _mm512_dpbf16_ps(a1[r], x0, w1);
