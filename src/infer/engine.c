@@ -1,10 +1,12 @@
 /*
  * engine.c -- continuous batching over a paged KV cache with prefix caching (see engine.h).
  *
- * Layout of the KV pool: block b holds, for every layer l, block_tokens keys then block_tokens
- * values, each a row of C floats (heads side by side):
- *     pool[((b * L + l) * 2 + {0: K, 1: V}) * bt * C + t * C + h * D + d]
- * A sequence's position p lives in block table[p / bt], row p % bt.
+ * Layout of the KV pool: block b holds, for every layer l, the keys of its block_tokens positions
+ * d-major (so attention scores 16 keys with one load per dimension), then the values as rows of
+ * C floats (heads side by side):
+ *     K: pool[((b * L + l) * 2 + 0) * bt * C + (h * D + d) * bt + t]
+ *     V: pool[((b * L + l) * 2 + 1) * bt * C + t * C + h * D + d]
+ * A sequence's position p lives in block table[p / bt], slot t = p % bt.
  *
  * Block states: in use (ref > 0; shared by every sequence whose prompt prefix hashed to it),
  * cached (ref 0 but holding a full block that a later prompt may reuse; evicted oldest first),
@@ -500,10 +502,11 @@ static void attend(const spry_engine *e, const int32_t *table, int64_t l, int64_
     float   scale = 1.0f / sqrtf((float)D), mx = -INFINITY, sum = 0;
     for (int64_t d = 0; d < D; d++) out[d] = 0;
     for (int64_t j0 = 0; j0 <= p; j0 += bt) {
-        const float *K = kv_row(e, table[j0 / bt], l, 0, 0) + h * D, *V = kv_row(e, table[j0 / bt], l, 1, 0) + h * D;
+        const float *Kt = kv_row(e, table[j0 / bt], l, 0, 0) + h * D * bt; // (D, bt) of this head
+        const float *V  = kv_row(e, table[j0 / bt], l, 1, 0) + h * D;
         int64_t      nj = p - j0 + 1 < bt ? p - j0 + 1 : bt;
         for (int64_t t = 0; t < nj; t += 16)
-            spry_eng_attend_chunk(q, K + t * C, V + t * C, C, nj - t < 16 ? nj - t : 16, D, scale, slope, j0 + t - p,
+            spry_eng_attend_chunk(q, Kt + t, bt, V + t * C, C, nj - t < 16 ? nj - t : 16, D, scale, slope, j0 + t - p,
                                   out, &mx, &sum);
     }
     float inv = 1.0f / sum;
@@ -541,11 +544,11 @@ static spry_status forward(spry_engine *e, int64_t n) {
             seq       *s   = e->items[e->tok_item[r]].s;
             int64_t    p   = e->tok_pos[r];
             int32_t    blk = s->table[p / bt];
-            float     *kd = kv_row(e, blk, l, 0, p % bt), *vd = kv_row(e, blk, l, 1, p % bt);
+            float     *kd = kv_row(e, blk, l, 0, 0), *vd = kv_row(e, blk, l, 1, p % bt);
             const float *q3 = e->qkv + r * 3 * C;
             for (int64_t hh = 0; hh < H; hh++) {
                 int64_t ko = bloom ? hh * 3 * D + D : C + hh * D, vo = bloom ? hh * 3 * D + 2 * D : 2 * C + hh * D;
-                memcpy(kd + hh * D, q3 + ko, sizeof(float) * (size_t)D);
+                for (int64_t d = 0; d < D; d++) kd[(hh * D + d) * bt + p % bt] = q3[ko + d]; // keys d-major
                 memcpy(vd + hh * D, q3 + vo, sizeof(float) * (size_t)D);
             }
         }

@@ -315,13 +315,13 @@ bool spry_eng_linear_packed_f16(const float *X, int64_t M, int64_t K, const uint
  * the maximum grows, then the weighted values. Chunks follow positions (the engine cuts them at
  * KV blocks), so the arithmetic of a query depends on its own positions only. */
 
-static void attend_chunk_scalar(const float *q, const float *K, const float *V, int64_t stride, int64_t n,
-                                int64_t D, float scale, float slope, int64_t rel0, float *out, float *mx,
+static void attend_chunk_scalar(const float *q, const float *Kt, int64_t kstride, const float *V, int64_t vstride,
+                                int64_t n, int64_t D, float scale, float slope, int64_t rel0, float *out, float *mx,
                                 float *sum) {
     float s[16], cm = -INFINITY;
     for (int64_t t = 0; t < n; t++) {
         float d0 = 0;
-        for (int64_t d = 0; d < D; d++) d0 += q[d] * K[t * stride + d];
+        for (int64_t d = 0; d < D; d++) d0 += q[d] * Kt[d * kstride + t];
         s[t] = d0 * scale + slope * (float)(rel0 + t);
         cm   = s[t] > cm ? s[t] : cm;
     }
@@ -334,7 +334,7 @@ static void attend_chunk_scalar(const float *q, const float *K, const float *V, 
     for (int64_t t = 0; t < n; t++) {
         float w = expf(s[t] - *mx);
         *sum += w;
-        for (int64_t d = 0; d < D; d++) out[d] += w * V[t * stride + d];
+        for (int64_t d = 0; d < D; d++) out[d] += w * V[t * vstride + d];
     }
 }
 
@@ -355,22 +355,21 @@ AVX512 static inline __m512 exp16(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
-AVX512 static void attend_chunk_avx512(const float *q, const float *K, const float *V, int64_t stride, int64_t n,
-                                       int64_t D, float scale, float slope, int64_t rel0, float *out, float *mx,
-                                       float *sum) {
-    float s[16];
-    for (int64_t t = 0; t < n; t++) {
-        const float *k   = K + t * stride;
-        __m512       acc = _mm512_setzero_ps();
-        for (int64_t d = 0; d < D; d += 16) {
-            __mmask16 m = D - d >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - d)) - 1);
-            acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + d), _mm512_maskz_loadu_ps(m, k + d), acc);
-        }
-        s[t] = _mm512_reduce_add_ps(acc) * scale + slope * (float)(rel0 + t);
-    }
+AVX512 static void attend_chunk_avx512(const float *q, const float *Kt, int64_t kstride, const float *V,
+                                       int64_t vstride, int64_t n, int64_t D, float scale, float slope, int64_t rel0,
+                                       float *out, float *mx, float *sum) {
+    // scores of the 16 keys side by side: the keys are stored d-major, so each d is one load
     __mmask16 live = (__mmask16)((1u << n) - 1);
-    __m512    sv   = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), live, s);
-    float     cm   = _mm512_reduce_max_ps(sv);
+    __m512    acc  = _mm512_setzero_ps();
+    for (int64_t d = 0; d < D; d++)
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), _mm512_maskz_loadu_ps(live, Kt + d * kstride), acc);
+    __m512 pos = _mm512_add_ps(_mm512_set1_ps((float)rel0),
+                               _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    __m512 sv  = _mm512_mask_blend_ps(live, _mm512_set1_ps(-INFINITY),
+                                      _mm512_fmadd_ps(_mm512_set1_ps(slope), pos,
+                                                      _mm512_mul_ps(acc, _mm512_set1_ps(scale))));
+    float  s[16];
+    float cm = _mm512_reduce_max_ps(sv);
     if (cm > *mx) {
         float f = expf(*mx - cm);
         *sum *= f;
@@ -384,13 +383,16 @@ AVX512 static void attend_chunk_avx512(const float *q, const float *K, const flo
         __mmask16 m = D - d >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - d)) - 1);
         __m512    o = _mm512_maskz_loadu_ps(m, out + d);
         for (int64_t t = 0; t < n; t++)
-            o = _mm512_fmadd_ps(_mm512_set1_ps(s[t]), _mm512_maskz_loadu_ps(m, V + t * stride + d), o);
+            o = _mm512_fmadd_ps(_mm512_set1_ps(s[t]), _mm512_maskz_loadu_ps(m, V + t * vstride + d), o);
         _mm512_mask_storeu_ps(out + d, m, o);
     }
 }
 
-void spry_eng_attend_chunk(const float *q, const float *K, const float *V, int64_t stride, int64_t n, int64_t D,
-                           float scale, float slope, int64_t rel0, float *out, float *mx, float *sum) {
-    if (spry_cpu_detect().avx512f) attend_chunk_avx512(q, K, V, stride, n, D, scale, slope, rel0, out, mx, sum);
-    else attend_chunk_scalar(q, K, V, stride, n, D, scale, slope, rel0, out, mx, sum);
+void spry_eng_attend_chunk(const float *q, const float *Kt, int64_t kstride, const float *V, int64_t vstride,
+                           int64_t n, int64_t D, float scale, float slope, int64_t rel0, float *out, float *mx,
+                           float *sum) {
+    if (spry_cpu_detect().avx512f)
+        attend_chunk_avx512(q, Kt, kstride, V, vstride, n, D, scale, slope, rel0, out, mx, sum);
+    else
+        attend_chunk_scalar(q, Kt, kstride, V, vstride, n, D, scale, slope, rel0, out, mx, sum);
 }

@@ -35,13 +35,15 @@ bool spry_eng_linear_packed_bf16(const float *X, int64_t M, int64_t K, const uin
 void spry_eng_pack_f16(const uint16_t *W, int64_t N, int64_t K, uint16_t *Wh);
 bool spry_eng_linear_packed_f16(const float *X, int64_t M, int64_t K, const uint16_t *Wh, const float *bias,
                                 int64_t N, float *Y);
-// One step of single-pass attention for a query q (D): folds n <= 16 keys K (n, stride) and values
-// V (n, stride), at positions rel0 .. rel0 + n - 1 relative to the query, into the running online
-// softmax: scores q.k * scale + slope * position, *mx their running maximum (start at -INFINITY),
-// *sum the running sum of e^(score - *mx), out (D) the unnormalized weighted values (start at 0;
+// One step of single-pass attention for a query q (D): folds n <= 16 keys and values, at
+// positions rel0 .. rel0 + n - 1 relative to the query, into the running online softmax. Keys are
+// stored d-major: key t's element d at Kt[d * kstride + t]; values row-major: V[t * vstride + d].
+// Scores q.k * scale + slope * position; *mx is their running maximum (start at -INFINITY), *sum
+// the running sum of e^(score - *mx), out (D) the unnormalized weighted values (start at 0;
 // divide by *sum after the last chunk). AVX-512 when present, else scalar.
-void spry_eng_attend_chunk(const float *q, const float *K, const float *V, int64_t stride, int64_t n, int64_t D,
-                           float scale, float slope, int64_t rel0, float *out, float *mx, float *sum);
+void spry_eng_attend_chunk(const float *q, const float *Kt, int64_t kstride, const float *V, int64_t vstride,
+                           int64_t n, int64_t D, float scale, float slope, int64_t rel0, float *out, float *mx,
+                           float *sum);
 // x (n) = gelu_tanh(x), in place.
 void spry_eng_gelu(float *x, int64_t n);
 
