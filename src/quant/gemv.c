@@ -22,7 +22,8 @@
  *   avx512  f32/bf16/f16: 16-lane FMAs (bf16 widened by a shift, f16 by vcvtph2ps), two
  *           accumulators per row; blocks: AVX-512 VNNI vpdpbusd on two blocks at once, two
  *           accumulators per row (four blocks per step: one FMA chain is the limit otherwise).
- *           Q8_0 uses the sign trick (u8 |w| times s8 x with w's sign); Q4_0 feeds the
+ *           Q8_0 feeds x + 128 as unsigned bytes (prepared once per call) and starts the
+ *           accumulator at -128 * (sum of the lane's 4 w), once per weight pair; Q4_0 feeds the
  *           unsigned nibbles q = w + 8 directly and starts the accumulator at -8 * (sum of the
  *           4 x's of the lane), precomputed once per call with X's quantization, so each lane
  *           holds sum (q - 8) x.
@@ -32,7 +33,8 @@
  * For Q8_0 / Q4_0 X is quantized per row with spry_quantize_q8_0 (the bit-exact ggml reference
  * rounding; ggml-cpu's own AVX activation quantizer rounds halves to even instead, which can
  * move a quant by one on exact ties) and unpacked into a scratch: quants (M, K), scales (M, nb)
- * and (M, nb, 8) repeated per lane, and the Q4_0 lane offsets (M, nb, 8).
+ * and (M, nb, 8) repeated per lane, the Q4_0 lane offsets (M, nb, 8), and for Q8_0 the quants
+ * plus 128 as unsigned bytes (M, K).
  */
 #include <omp.h>
 #include <stdlib.h>
@@ -65,6 +67,7 @@ typedef struct gemv_act {
     int64_t K, nb;       // nb = K / 32 for the block formats
     const float *x;      // (M, K) f32 activations
     const int8_t *q;     // (M, K) Q8_0 quants of x
+    const uint8_t *qu;   // (M, K) the same plus 128, as unsigned bytes (Q8_0 only)
     const float *d;      // (M, nb) the fp16 scales of x's blocks, as f32
     const float *d8;     // (M, nb, 8) the same, each repeated over 8 lanes
     const int32_t *corr; // (M, nb, 8) -8 * (sum of quants 4l..4l+3 of the block), Q4_0 only
@@ -268,6 +271,10 @@ AVX512_Q_INLINE __m512 scales2_avx512(const uint8_t *p0, const uint8_t *p1) {
 }
 
 // Two Q8_0 blocks (b, b + 1) of the weight row against R activation rows, into acc[r].
+// vpdpbusd multiplies unsigned by signed bytes: it takes x + 128 (unsigned, prepared once per
+// call) times w, starting from -128 * (sum of the lane's 4 w), computed once per weight pair, so
+// each lane holds sum x w exactly -- the same integers as the sign trick, one instruction less
+// per row.
 AVX512_Q_INLINE void q8_0_pair_avx512(const uint8_t *w, const gemv_act *a, int64_t m0, int R,
                                       int64_t b, __m512 *acc) {
     const int64_t K = a->K, nb = a->nb;
@@ -277,14 +284,12 @@ AVX512_Q_INLINE void q8_0_pair_avx512(const uint8_t *w, const gemv_act *a, int64
         _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2))),
                            _mm256_loadu_si256((const __m256i *)(b1 + 2)), 1);
     __m512 sw     = scales2_avx512(b0, b1);
-    __m512i aw    = _mm512_abs_epi8(wv); // |w| as u8 (-128 -> 128 is right as unsigned)
-    __mmask64 neg = _mm512_movepi8_mask(wv);
+    __m512i start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8((char)0x80), wv));
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
         const int64_t m = m0 + r;
-        __m512i xv      = _mm512_loadu_si512(a->q + m * K + b * QK);
-        __m512i sx      = _mm512_mask_sub_epi8(xv, neg, zero, xv); // x * sign(w); |x| <= 127
-        __m512i dp      = _mm512_dpbusd_epi32(zero, aw, sx);
+        __m512i xu      = _mm512_loadu_si512(a->qu + m * K + b * QK);
+        __m512i dp      = _mm512_dpbusd_epi32(start, xu, wv);
         __m512 s        = _mm512_mul_ps(sw, _mm512_loadu_ps(a->d8 + (m * nb + b) * 8));
         acc[r]          = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), s, acc[r]);
     }
@@ -577,9 +582,9 @@ static spry_status act_prepare(gemv_act *a, const float *x, int64_t M, bool q4, 
     const int64_t K = a->K, nb = a->nb, n_blk = M * nb;
     size_t sz_blk = (size_t)n_blk * Q8_BYTES, sz_q = (size_t)(M * K);
     size_t sz_d = (size_t)n_blk * sizeof(float), sz_8 = (size_t)n_blk * 8 * sizeof(float);
-    size_t sz_c = q4 ? (size_t)n_blk * 8 * sizeof(int32_t) : 0;
+    size_t sz_c = q4 ? (size_t)n_blk * 8 * sizeof(int32_t) : 0, sz_u = q4 ? 0 : sz_q;
 #define ROUND64(s) (((s) + 63) & ~(size_t)63)
-    size_t total = ROUND64(sz_q) + ROUND64(sz_d) + ROUND64(sz_8) + ROUND64(sz_c) + ROUND64(sz_blk);
+    size_t total = ROUND64(sz_q) + ROUND64(sz_d) + ROUND64(sz_8) + ROUND64(sz_c) + ROUND64(sz_blk) + ROUND64(sz_u);
     uint8_t *p   = aligned_alloc(64, total);
     if (!p)
         return spry_errorf(SPRY_ERR_NOMEM,
@@ -591,6 +596,7 @@ static spry_status act_prepare(gemv_act *a, const float *x, int64_t M, bool q4, 
     float *d8            = (float *)((uint8_t *)d + ROUND64(sz_d));
     int32_t *c           = (int32_t *)((uint8_t *)d8 + ROUND64(sz_8));
     spry_block_q8_0 *blk = (spry_block_q8_0 *)((uint8_t *)c + ROUND64(sz_c));
+    uint8_t *qu          = (uint8_t *)blk + ROUND64(sz_blk);
 #undef ROUND64
     spry_status st = spry_quantize_q8_0(x, blk, M * K); // rows are contiguous: one long row
     if (st != SPRY_OK) {
@@ -599,6 +605,9 @@ static spry_status act_prepare(gemv_act *a, const float *x, int64_t M, bool q4, 
     }
     for (int64_t i = 0; i < n_blk; i++) {
         memcpy(q + i * QK, blk[i].qs, QK);
+        if (!q4)
+            for (int j = 0; j < QK; j++)
+                qu[i * QK + j] = (uint8_t)(blk[i].qs[j] + 128);
         d[i] = spry_f16_to_f32(blk[i].d);
         for (int l = 0; l < 8; l++)
             d8[i * 8 + l] = d[i];
@@ -608,7 +617,7 @@ static spry_status act_prepare(gemv_act *a, const float *x, int64_t M, bool q4, 
                 c[i * 8 + l]    = -8 * (g[0] + g[1] + g[2] + g[3]);
             }
     }
-    a->q = q, a->d = d, a->d8 = d8, a->corr = q4 ? c : NULL;
+    a->q = q, a->qu = q4 ? NULL : qu, a->d = d, a->d8 = d8, a->corr = q4 ? c : NULL;
     *mem = p;
     return SPRY_OK;
 }
