@@ -72,6 +72,19 @@ void        spry_model_free(spry_model *m);
 // the result depends only on the seed.
 void spry_model_init_weights(spry_model *m, uint64_t seed);
 
+// A token route for one layer (the shared token-routing mechanism, DESIGN.md layer 7): the layer
+// runs on r kept tokens of each sample instead of all T. kept is I32 (B, r) row-major, each row
+// strictly increasing in [0, T). The routed layer gathers the kept rows of its input (B, r, C),
+// runs the block on them with a causal r x r mask (order is preserved, so causality among the
+// kept tokens is the lower triangle) -- ALiBi uses the kept tokens' original positions, learned
+// positions were added at the embedding -- and scatters its output back over a copy of its input
+// (DeepSpeed's overwrite semantics: dropped tokens pass through unchanged, with their gradients;
+// kept tokens take the layer output). kept == NULL or r >= T: the layer sees all tokens.
+typedef struct spry_token_route {
+    const int32_t *kept; // (B, r), not owned; must stay valid until the forward returns
+    int64_t        r;
+} spry_token_route;
+
 // Logits (B, T, V) for ids I32 (B, T), recording the tape when ctx has gradients on. A GPT-2
 // sequence longer than n_positions sets the sticky SPRY_ERR_ARG (check spry_ctx_status).
 spry_tensor *spry_model_forward(spry_model *m, spry_ctx *ctx, spry_tensor *ids);
@@ -79,6 +92,14 @@ spry_tensor *spry_model_forward(spry_model *m, spry_ctx *ctx, spry_tensor *ids);
 // tokens[:, 1:]. Returns a (1) tensor. Uses the fused LM head (spry_linear_cross_entropy), so
 // the full logits are never stored; call spry_model_forward for logits.
 spry_tensor *spry_model_loss(spry_model *m, spry_ctx *ctx, const spry_tensor *tokens);
+// spry_model_forward / spry_model_loss with per-layer token routes: routes[l] applies to layer l
+// for l < n_routes (routes may be NULL, n_routes <= n_layer). With no route taking effect the
+// result is bit-identical to the unrouted call. Invalid routes (unsorted, out of range) are
+// programmer errors and abort.
+spry_tensor *spry_model_forward_ex(spry_model *m, spry_ctx *ctx, spry_tensor *ids,
+                                   const spry_token_route *routes, int64_t n_routes);
+spry_tensor *spry_model_loss_ex(spry_model *m, spry_ctx *ctx, const spry_tensor *tokens,
+                                const spry_token_route *routes, int64_t n_routes);
 
 // True when parameter `name` (internal name) is stored transposed on disk (GPT-2's Conv1D).
 bool spry_model_param_is_conv1d(const spry_model *m, const char *name);

@@ -123,10 +123,16 @@ typedef struct spry_attn_params {
     bool            causal;
     bool            alibi;  // add slope_h * (j - i) to the scores (Press et al., BLOOM)
     spry_qkv_layout layout;
+    // I32 (B, T) or NULL: the positions of the T tokens in their original sequence, strictly
+    // increasing per row (a token-dropped layer sees a sorted subset). ALiBi then adds
+    // slope_h * (pos[j] - pos[i]); the causal mask stays j <= i (the order of the rows). NULL
+    // means 0..T-1. Ignored without alibi.
+    const spry_tensor *pos;
 } spry_attn_params;
 
 // Multi-head scaled dot-product attention, fused: qkv (B, T, 3*C) -> (B, T, C), heads
-// concatenated. Scores scaled by 1/sqrt(D), D = C / n_head.
+// concatenated. Scores scaled by 1/sqrt(D), D = C / n_head. p.pos (with alibi) must be I32
+// (B, T) and outlive the step (it is copied into the arena as floats).
 spry_tensor *spry_attention(spry_ctx *ctx, spry_tensor *qkv, spry_attn_params p);
 // ALiBi slope of head h of n_head (BLOOM's build_alibi_tensor, incl. non-power-of-2 counts).
 float spry_alibi_slope(int64_t h, int64_t n_head);

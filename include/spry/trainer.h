@@ -58,10 +58,19 @@ typedef struct spry_batch {
     double       difficulty; // set by curriculum-style hooks (0 = none)
 } spry_batch;
 
-// Per-step forward options that on_forward hooks may change (token routes and weight transforms
-// join here with the techniques that need them).
+// Per-micro-batch forward options that on_forward hooks may change (weight transforms join here
+// with the techniques that need them). The trainer fills the read-only description of the
+// micro-batch and passes precision and routes to the model's forward.
 typedef struct spry_fwd_opts {
-    spry_precision precision; // matmul precision of this step (from the config's bf16/fp16)
+    spry_precision          precision; // matmul precision of this step (from the config's bf16/fp16)
+    const spry_token_route *routes;    // per-layer token routes (model.h), or NULL; the hook
+    int64_t                 n_routes;  // owns the array, valid until the next on_forward
+    // read-only: this micro-batch
+    int64_t                 micro;     // index within the optimizer step, 0 .. accumulation-1
+    int64_t                 row0;      // global row index of this rank's first row
+    int64_t                 batch;     // B rows this rank trains on
+    int64_t                 seq_len;   // T of the model input (tokens minus one)
+    bool                    training;  // true in the training loop
 } spry_fwd_opts;
 
 #define SPRY_MAX_LOSS_TERMS 8
@@ -80,7 +89,13 @@ typedef struct spry_technique_vt {
     void (*on_loss)(void *st, spry_trainer *tr, spry_loss_terms *terms);
     void (*on_step_end)(void *st, spry_trainer *tr);
     void (*free)(void *st);
+    // Checkpoint state as up to SPRY_TECHNIQUE_MAX_STATE integers, saved under the technique's
+    // name (NULL: none). set_state runs on resume only when the checkpoint holds state of that
+    // name; a non-OK return fails the resume.
+    int (*get_state)(void *st, int64_t *state);
+    spry_status (*set_state)(void *st, const int64_t *state, int n);
 } spry_technique_vt;
+#define SPRY_TECHNIQUE_MAX_STATE 16
 
 typedef struct spry_trainer_params {
     const char *out_dir;       // checkpoints and metrics ("runs/train")

@@ -171,8 +171,32 @@ void spry_model_init_weights(spry_model *m, uint64_t seed) {
 
 /* ---- forward ------------------------------------------------------------------------------ */
 
+// Block l on the kept tokens of its route: x (B, T, C) -> gather (B, r, C) -> block -> scatter
+// back over x (B, T, C). ALiBi reads the kept tokens' original positions (the indices).
+static spry_tensor *routed_block(spry_ctx *ctx, const spry_model *m, int64_t l, spry_tensor *x,
+                                 const spry_attn_params *ap, const spry_token_route *rt) {
+    const spry_model_config *c = &m->cfg;
+    int64_t      B = x->shape[0], T = x->shape[1], r = rt->r;
+    spry_tensor *idx = spry_new(ctx, SPRY_DTYPE_I32, 2, SPRY_SHAPE(B, r)); // (B, r)
+    if (ctx->status) return idx;
+    for (int64_t i = 0; i < B * r; i++) {
+        SPRY_ASSERT(rt->kept[i] >= 0 && rt->kept[i] < T && (i % r == 0 || rt->kept[i] > rt->kept[i - 1]),
+                    "model: route of layer %lld: kept indices must increase within [0, %lld)",
+                    (long long)l, (long long)T);
+        ((int32_t *)idx->data)[i] = rt->kept[i];
+    }
+    spry_attn_params apr = *ap;
+    if (apr.alibi) apr.pos = idx;
+    spry_tensor *part = spry_gather_rows(ctx, x, idx); // (B, r, C)
+    spry_tensor_set_name(part, "blk.%d.kept", (int)l);
+    spry_tensor *y = spry_block_forward(ctx, &m->blocks[l], part, &apr, c->layer_norm_eps,
+                                        c->dropout, (int)l); // (B, r, C)
+    return spry_scatter_rows(ctx, x, idx, y);                // (B, T, C)
+}
+
 // Final hidden states (B, T, C) after ln_f.
-static spry_tensor *model_hidden(spry_model *m, spry_ctx *ctx, spry_tensor *ids) {
+static spry_tensor *model_hidden(spry_model *m, spry_ctx *ctx, spry_tensor *ids,
+                                 const spry_token_route *routes, int64_t n_routes) {
     const spry_model_config *c = &m->cfg;
     SPRY_ASSERT(ids->ndim == 2 && ids->dtype == SPRY_DTYPE_I32, "model: ids must be I32 (B, T)");
     int64_t      T = ids->shape[1];
@@ -196,21 +220,38 @@ static spry_tensor *model_hidden(spry_model *m, spry_ctx *ctx, spry_tensor *ids)
         ap.layout = SPRY_QKV_BLOOM;
     }
     spry_tensor_set_name(x, "embed");
-    for (int64_t l = 0; l < c->n_layer; l++)
-        x = spry_block_forward(ctx, &m->blocks[l], x, &ap, c->layer_norm_eps, c->dropout, (int)l);
+    SPRY_ASSERT(n_routes <= c->n_layer && (routes || n_routes == 0),
+                "model: %lld routes for %lld layers", (long long)n_routes, (long long)c->n_layer);
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        const spry_token_route *rt = l < n_routes ? &routes[l] : NULL;
+        if (rt && rt->kept && rt->r > 0 && rt->r < T)
+            x = routed_block(ctx, m, l, x, &ap, rt);
+        else
+            x = spry_block_forward(ctx, &m->blocks[l], x, &ap, c->layer_norm_eps, c->dropout, (int)l);
+    }
     x = spry_layernorm(ctx, x, m->lnf_w, m->lnf_b, c->layer_norm_eps);
     spry_tensor_set_name(x, "ln_f");
     return x;
 }
 
 spry_tensor *spry_model_forward(spry_model *m, spry_ctx *ctx, spry_tensor *ids) {
+    return spry_model_forward_ex(m, ctx, ids, NULL, 0);
+}
+
+spry_tensor *spry_model_loss(spry_model *m, spry_ctx *ctx, const spry_tensor *tokens) {
+    return spry_model_loss_ex(m, ctx, tokens, NULL, 0);
+}
+
+spry_tensor *spry_model_forward_ex(spry_model *m, spry_ctx *ctx, spry_tensor *ids,
+                                   const spry_token_route *routes, int64_t n_routes) {
     if (ctx->status) return spry_op_placeholder();
-    spry_tensor *logits = spry_linear(ctx, model_hidden(m, ctx, ids), m->wte, NULL); // (B, T, V)
+    spry_tensor *logits = spry_linear(ctx, model_hidden(m, ctx, ids, routes, n_routes), m->wte, NULL); // (B, T, V)
     spry_tensor_set_name(logits, "logits");
     return logits;
 }
 
-spry_tensor *spry_model_loss(spry_model *m, spry_ctx *ctx, const spry_tensor *tokens) {
+spry_tensor *spry_model_loss_ex(spry_model *m, spry_ctx *ctx, const spry_tensor *tokens,
+                                const spry_token_route *routes, int64_t n_routes) {
     SPRY_ASSERT(tokens->ndim == 2 && tokens->dtype == SPRY_DTYPE_I32 && tokens->shape[1] >= 2,
                 "model: tokens must be I32 (B, T+1)");
     if (ctx->status) return spry_op_placeholder();
@@ -224,7 +265,7 @@ spry_tensor *spry_model_loss(spry_model *m, spry_ctx *ctx, const spry_tensor *to
         memcpy((int32_t *)tgt->data + b * T, tok + b * (T + 1) + 1, (size_t)T * sizeof(int32_t));
     }
     // the fused LM head + cross entropy never holds all (B, T, V) logits
-    return spry_linear_cross_entropy(ctx, model_hidden(m, ctx, ids), m->wte, tgt);
+    return spry_linear_cross_entropy(ctx, model_hidden(m, ctx, ids, routes, n_routes), m->wte, tgt);
 }
 
 bool spry_model_param_is_conv1d(const spry_model *m, const char *name) {

@@ -27,6 +27,9 @@
  * block, zero past the causal diagonal; the columns beyond are never written nor read. Written
  * with streaming stores, prefetched by the backward.
  * saved[1] the scratch, (n_threads, attn_scratch_floats), allocated by the constructor.
+ * saved[2] F32 (B, T) token positions for ALiBi (p.pos as floats), or NULL for 0..T-1. With
+ * positions the bias is slope * (pos_j - pos_i): exact integers in f32, so positions 0..T-1 give
+ * the same bits as the NULL path.
  */
 #include <math.h>
 #include <stdint.h>
@@ -79,10 +82,23 @@ spry_tensor *spry_attention(spry_ctx *ctx, spry_tensor *qkv, spry_attn_params p)
     int64_t      nth   = ctx->n_threads > 1 ? ctx->n_threads : 1;
     spry_tensor *scr   = spry_new(ctx, SPRY_DTYPE_F32, 2,
                                   SPRY_SHAPE(nth, attn_scratch_floats(T, C / p.n_head)));
+    spry_tensor *posf  = NULL;
+    if (p.alibi && p.pos) {
+        SPRY_ASSERT(p.pos->dtype == SPRY_DTYPE_I32 && p.pos->ndim == 2 && p.pos->shape[0] == B &&
+                        p.pos->shape[1] == T,
+                    "attention: pos must be I32 (B, T): %s", spry_shapes2(qkv, p.pos));
+        posf = spry_new(ctx, SPRY_DTYPE_F32, 2, SPRY_SHAPE(B, T));
+        if (ctx->status) return out;
+        for (int64_t i = 0; i < B * T; i++) {
+            SPRY_ASSERT(i % T == 0 || I32(p.pos)[i] > I32(p.pos)[i - 1],
+                        "attention: positions must increase along each row");
+            F32(posf)[i] = (float)I32(p.pos)[i];
+        }
+    }
     if (ctx->status) return out;
     spry_op_apply(ctx, SPRY_OP_ATTENTION, &qkv, 1, out,
                   (int64_t[SPRY_MAX_PARAMS]){p.n_head, p.causal, p.alibi, p.layout}, NULL,
-                  (spry_tensor *[SPRY_MAX_SAVED]){probs, scr});
+                  (spry_tensor *[SPRY_MAX_SAVED]){probs, scr, posf});
     return out;
 }
 
@@ -118,8 +134,10 @@ typedef void (*attn_transpose_fn)(const float *src, int64_t row, int64_t T, int6
 // Rows i0 .. i0+m-1 of S (scratch rows s + r lds, valid to jn rounded up to 16), jend = i + 1
 // (causal) or T: s = scale * s + slope * (j - i) for j < jend, softmax over those; s becomes P
 // with zeros in [jend, jn rounded up), and, unless p is NULL, P's rows p + i ldp get [0, jn).
+// pos (T floats) or NULL: the ALiBi term is slope * (pos[j] - pos[i]) instead.
 typedef void (*attn_softmax_fn)(float *s, int64_t lds, float *p, int64_t ldp, int64_t i0, int m,
-                                bool causal, int64_t T, int64_t jn, float scale, float slope);
+                                bool causal, int64_t T, int64_t jn, float scale, float slope,
+                                const float *pos);
 // dP row in place -> dS row: scale * P (dP - sum_k P dP) for j < jend, zeros up to jn rounded
 // up to 16 (p is read below jend only).
 typedef void (*attn_dsoftmax_fn)(const float *p, float *ds, int64_t jend, int64_t jn, float scale);
@@ -176,12 +194,19 @@ static void transpose_portable(const float *src, int64_t row, int64_t T, int64_t
 
 __attribute__((target_clones("avx2", "default")))
 static void softmax_row_portable(float *s, float *p, int64_t i, int64_t jend, int64_t jn,
-                                 float scale, float slope) {
+                                 float scale, float slope, const float *pos) {
     float m = -INFINITY, sum = 0.0f;
+    if (pos) {
+        for (int64_t j = 0; j < jend; j++) {
+            s[j] = scale * s[j] + slope * (pos[j] - pos[i]);
+            m    = s[j] > m ? s[j] : m;
+        }
+    } else {
 #pragma omp simd reduction(max : m)
-    for (int64_t j = 0; j < jend; j++) {
-        s[j] = scale * s[j] + slope * (float)(j - i);
-        m    = s[j] > m ? s[j] : m;
+        for (int64_t j = 0; j < jend; j++) {
+            s[j] = scale * s[j] + slope * (float)(j - i);
+            m    = s[j] > m ? s[j] : m;
+        }
     }
 #pragma omp simd reduction(+ : sum)
     for (int64_t j = 0; j < jend; j++) {
@@ -196,10 +221,11 @@ static void softmax_row_portable(float *s, float *p, int64_t i, int64_t jend, in
 }
 
 static void softmax_block_portable(float *s, int64_t lds, float *p, int64_t ldp, int64_t i0, int m,
-                                   bool causal, int64_t T, int64_t jn, float scale, float slope) {
+                                   bool causal, int64_t T, int64_t jn, float scale, float slope,
+                                   const float *pos) {
     for (int r = 0; r < m; r++)
         softmax_row_portable(s + r * lds, p ? p + (i0 + r) * ldp : NULL, i0 + r,
-                             causal ? i0 + r + 1 : T, jn, scale, slope);
+                             causal ? i0 + r + 1 : T, jn, scale, slope, pos);
 }
 
 __attribute__((target_clones("avx2", "default")))
@@ -342,7 +368,8 @@ ATTN_AVX512 static inline __m512 exp_avx512(__m512 x) {
 // The block's rows go through each pass together (independent chains, one loop).
 ATTN_AVX512 static void softmax_block_avx512(float *s, int64_t lds, float *p, int64_t ldp,
                                              int64_t i0, int m, bool causal, int64_t T,
-                                             int64_t jn, float scale, float slope) {
+                                             int64_t jn, float scale, float slope,
+                                             const float *pos) {
     const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512 vsc = _mm512_set1_ps(scale), vsl = _mm512_set1_ps(slope);
     __m512       vm[ATTN_MR], vs[ATTN_MR];
@@ -354,11 +381,13 @@ ATTN_AVX512 static void softmax_block_avx512(float *s, int64_t lds, float *p, in
         vs[r]   = _mm512_setzero_ps();
     }
     for (int64_t j = 0; j < je; j += 16) {
-        __m512 dj = _mm512_add_ps(iota, _mm512_set1_ps((float)(j - i0)));
+        __m512 dj = pos ? _mm512_maskz_loadu_ps(attn_mask(je - j), pos + j)
+                        : _mm512_add_ps(iota, _mm512_set1_ps((float)(j - i0)));
 #pragma GCC unroll 8
         for (int r = 0; r < ATTN_MR; r++) {
             if (r >= m) break;
-            __m512 al = _mm512_mul_ps(vsl, _mm512_sub_ps(dj, _mm512_set1_ps((float)r)));
+            __m512 pi = _mm512_set1_ps(pos ? pos[i0 + r] : (float)r);
+            __m512 al = _mm512_mul_ps(vsl, _mm512_sub_ps(dj, pi));
             __m512 x  = _mm512_fmadd_ps(vsc, _mm512_loadu_ps(s + r * lds + j), al);
             _mm512_storeu_ps(s + r * lds + j, x);
             vm[r] = _mm512_mask_max_ps(vm[r], attn_mask(jend[r] - j), vm[r], x);
@@ -452,11 +481,12 @@ static void attn_fwd(const spry_node *n, int ith, int nth) {
         float       *P     = n->saved[0] ? F32(n->saved[0]) + bh * T * T : NULL;
         float       *o     = F32(n->out) + b * T * g.C + h * D;
         float        slope = g.alibi ? spry_alibi_slope(h, g.H) : 0.0f;
+        const float *pos   = g.alibi && n->saved[2] ? F32(n->saved[2]) + b * T : NULL;
         kn.transpose(k, row, T, D, kt, Tp);
         for (int64_t i0 = 0; i0 < T; i0 += ATTN_MR) {
             int64_t m = T - i0 < ATTN_MR ? T - i0 : ATTN_MR, jn = g.causal ? i0 + m : T;
             kn.gemm(m, attn_up16(jn), D, q + i0 * row, row, 1, kt, Tp, s, Tp, false);
-            kn.softmax_block(s, Tp, P, T, i0, (int)m, g.causal, T, jn, g.scale, slope);
+            kn.softmax_block(s, Tp, P, T, i0, (int)m, g.causal, T, jn, g.scale, slope, pos);
             kn.gemm(m, D, jn, s, Tp, 1, v, row, o + i0 * g.C, g.C, false);
         }
     }
@@ -521,13 +551,14 @@ static void attn_ref(const spry_node *n) {
         for (int64_t h = 0; h < g.H; h++) {
             const double *base  = F64(n->src[0]) + b * g.T * row + h * g.head_step;
             double        slope = g.alibi ? (double)spry_alibi_slope(h, g.H) : 0.0;
+            const float  *pos   = g.alibi && n->saved[2] ? F32(n->saved[2]) + b * g.T : NULL;
             for (int64_t i = 0; i < g.T; i++) {
                 int64_t jend = g.causal ? i + 1 : g.T;
                 double  m    = -INFINITY, s = 0;
                 for (int64_t j = 0; j < jend; j++) {
                     double d = 0;
                     for (int64_t e = 0; e < g.D; e++) d += base[i * row + g.q_off + e] * base[j * row + g.k_off + e];
-                    S[j] = sc * d + slope * (double)(j - i);
+                    S[j] = sc * d + slope * (pos ? (double)pos[j] - (double)pos[i] : (double)(j - i));
                     m    = S[j] > m ? S[j] : m;
                 }
                 for (int64_t j = 0; j < jend; j++) s += (S[j] = exp(S[j] - m));
@@ -541,9 +572,20 @@ static void attn_ref(const spry_node *n) {
     free(S);
 }
 
+// fp[0] > 0: ALiBi over original positions pos[b][t] = fp[0] * t + t * t / 3 + b (a sorted subset
+// with uneven gaps, as a token-dropped layer sees).
 static spry_tensor *attn_build(spry_ctx *ctx, spry_tensor *const *s, const spry_op_test *t) {
     spry_attn_params p = {.n_head = t->ip[0], .causal = t->ip[1], .alibi = t->ip[2],
                           .layout = (spry_qkv_layout)t->ip[3]};
+    if (t->fp[0] > 0) {
+        int64_t      B = s[0]->shape[0], T = s[0]->shape[1];
+        spry_tensor *pos = spry_new(ctx, SPRY_DTYPE_I32, 2, SPRY_SHAPE(B, T));
+        if (ctx->status) return pos;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t i = 0; i < T; i++)
+                I32(pos)[b * T + i] = (int32_t)((int64_t)t->fp[0] * i + i * i / 3 + b);
+        p.pos = pos;
+    }
     return spry_attention(ctx, s[0], p);
 }
 
@@ -560,6 +602,12 @@ static const spry_op_test attn_tests[] = {
     {.label = "d80-bloom", .n_src = 1, .ndim = {3}, .shape = {{1, 23, 480}}, .ip = {2, 1, 0, 1}},
     {.label = "t270-chunks", .n_src = 1, .ndim = {3}, .shape = {{1, 270, 48}}, .ip = {2, 1, 1, 0}},
     {.label = "t263-bidir", .n_src = 1, .ndim = {3}, .shape = {{1, 263, 36}}, .ip = {3, 0, 0, 1}},
+    // ALiBi over the original positions of kept tokens (random-LTD): gaps, both paths of the
+    // row kernels (T past 16 lanes), causal and not
+    {.label = "alibi-pos", .n_src = 1, .ndim = {3}, .shape = {{2, 21, 30}}, .ip = {5, 1, 1, 1},
+     .fp = {2}},
+    {.label = "alibi-pos-bidir", .n_src = 1, .ndim = {3}, .shape = {{2, 7, 24}},
+     .ip = {2, 0, 1, 0}, .fp = {3}},
 };
 
 const spry_op_def spry_opdef_attention = {

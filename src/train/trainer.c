@@ -189,11 +189,13 @@ spry_status spry_trainer_step(spry_trainer *tr, float *loss_out, bool *skipped) 
         spry_ctx_begin(tr->ctx);
         // random ops follow the global micro-batch index: the same masks for any world size
         tr->ctx->rng_counter = (uint64_t)(((tr->step * c->grad_accum + micro) * W + tr->rank) << 12);
-        spry_fwd_opts fwd = {.precision = c->bf16 ? SPRY_PRECISION_BF16 : c->fp16 ? SPRY_PRECISION_F16 : SPRY_PRECISION_F32};
+        spry_fwd_opts fwd = {.precision = c->bf16 ? SPRY_PRECISION_BF16 : c->fp16 ? SPRY_PRECISION_F16 : SPRY_PRECISION_F32,
+                             .micro = micro, .row0 = tr->rank * B, .batch = batch.tokens->shape[0],
+                             .seq_len = batch.tokens->shape[1] - 1, .training = true};
         HOOKS(tr, on_forward, &fwd);
         tr->ctx->precision    = fwd.precision;
         spry_loss_terms terms = {.n = 1, .weight = {1.0f}, .name = {"lm"}};
-        terms.t[0]            = spry_model_loss(tr->model, tr->ctx, batch.tokens);
+        terms.t[0] = spry_model_loss_ex(tr->model, tr->ctx, batch.tokens, fwd.routes, fwd.n_routes);
         HOOKS(tr, on_loss, &terms);
         SPRY_TRY(spry_ctx_status(tr->ctx));
         loss_sum += ((float *)terms.t[0]->data)[0];
@@ -453,6 +455,15 @@ static spry_status save_state(spry_trainer *tr, const char *dir) {
     }
     cJSON *lsj = cJSON_AddArrayToObject(j, "data_state");
     for (int i = 0; i < nls; i++) cJSON_AddItemToArray(lsj, cJSON_CreateNumber((double)ls[i]));
+    cJSON *tsj = cJSON_AddObjectToObject(j, "technique_state");
+    for (int t = 0; t < tr->n_tech; t++) {
+        int64_t ts[SPRY_TECHNIQUE_MAX_STATE];
+        if (!tr->tech[t]->get_state) continue;
+        int    nts = tr->tech[t]->get_state(tr->tech_state[t], ts);
+        cJSON *a   = cJSON_AddArrayToObject(tsj, tr->tech[t]->name);
+        for (int i = 0; i < nts && i < SPRY_TECHNIQUE_MAX_STATE; i++)
+            cJSON_AddItemToArray(a, cJSON_CreateNumber((double)ts[i]));
+    }
     cJSON *sc = cJSON_AddObjectToObject(j, "loss_scaler");
     cJSON_AddNumberToObject(sc, "scale", tr->scaler.scale);
     cJSON_AddNumberToObject(sc, "delayed_shift", tr->scaler.delayed_shift);
@@ -643,6 +654,16 @@ spry_status spry_trainer_resume(spry_trainer *tr, const char *dir_in) {
         int          n = 0;
         for (const cJSON *it = d ? d->child : NULL; it && n < 8; it = it->next) ls[n++] = (int64_t)it->valuedouble;
         if (tr->src.set_state) rc = tr->src.set_state(tr->src.self, ls, n);
+        const cJSON *tsj = cJSON_GetObjectItemCaseSensitive(j, "technique_state");
+        for (int t = 0; !rc && t < tr->n_tech; t++) {
+            const cJSON *a = tsj ? cJSON_GetObjectItemCaseSensitive(tsj, tr->tech[t]->name) : NULL;
+            if (!a || !tr->tech[t]->set_state) continue;
+            int64_t ts[SPRY_TECHNIQUE_MAX_STATE];
+            int     nts = 0;
+            for (const cJSON *it = a->child; it && nts < SPRY_TECHNIQUE_MAX_STATE; it = it->next)
+                ts[nts++] = (int64_t)it->valuedouble;
+            rc = tr->tech[t]->set_state(tr->tech_state[t], ts, nts);
+        }
     }
     if (!rc) rc = load_optimizer(tr, dir, j);
     cJSON_Delete(j);
