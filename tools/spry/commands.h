@@ -10,6 +10,7 @@ int spry_cmd_plot(int argc, char **argv);
 int spry_cmd_train(int argc, char **argv);
 int spry_cmd_eval(int argc, char **argv);
 int spry_cmd_prepare(int argc, char **argv);
+int spry_cmd_analyze(int argc, char **argv);
 int spry_cmd_generate(int argc, char **argv);
 int spry_cmd_tokenize(int argc, char **argv);
 int spry_cmd_tokenizer(int argc, char **argv);

@@ -19,6 +19,7 @@ typedef struct command {
 static const command k_commands[] = {
     {"demo", spry_cmd_demo, "train a tiny GPT on built-in text, save, reload, generate"},
     {"prepare", spry_cmd_prepare, "tokenize text/jsonl/Brown corpus into a .bin/.idx dataset"},
+    {"analyze", spry_cmd_analyze, "data analyzer: difficulty metrics and index files (DeepSpeed)"},
     {"tokenizer", spry_cmd_tokenizer, "tokenizer tools: 'spry tokenizer train' learns a byte-level BPE"},
     {"tokenize", spry_cmd_tokenize, "text on stdin -> token ids as a JSON array"},
     {"train", spry_cmd_train, "train a GPT-2/BLOOM model on a prepared dataset (DeepSpeed config)"},
