@@ -20,6 +20,7 @@
 
 #include "check.h"
 #include "spry/analyzer.h"
+#include "spry/loader.h"
 #include "spry/indexed.h"
 
 #define N_ITEMS 263
@@ -404,6 +405,48 @@ static void test_split(void) {
     CHECK(covered == 20);
 }
 
+// With a split, the samples are the training loader's: an order-sensitive digest of each
+// sample's tokens (a user metric) must equal the digest of spry_loader_sample's tokens.
+static spry_status u_first(void *u, int64_t id, const int32_t *t, int64_t n, int64_t *out) {
+    (void)u, (void)id;
+    int64_t acc = 0;
+    for (int64_t j = 0; j < n; j++) acc = acc * 31 + t[j] + 1; // order-sensitive digest
+    *out = acc % 1000003;
+    return SPRY_OK;
+}
+
+static void test_loader_samples(const char *data) {
+    char out[160];
+    snprintf(out, sizeof out, "%s/out_loader", g_dir);
+    spry_analyzer_metric um = {.name = "digest", .type = SPRY_METRIC_SINGLE_VALUE_PER_SAMPLE, .fn = u_first};
+    spry_analyzer_params p  = spry_analyzer_params_default();
+    p.data_prefix = data, p.out_dir = out, p.seq_len = 8, p.split = "7,2,1", p.eod_id = 0;
+    p.user = &um, p.n_user = 1, p.n_threads = 2;
+    CHECK_MSG(spry_analyze(&p) == SPRY_OK, "%s", spry_last_error());
+    spry_loader_params lp = spry_loader_params_default();
+    lp.prefix = data, lp.split = "7,2,1", lp.seq_len = 8, lp.batch_size = 1, lp.eod_id = 0, lp.shuffle = false;
+    spry_loader *l = NULL;
+    CHECK(spry_loader_init(&lp, &l) == SPRY_OK);
+    spry_indexed *s2m = open_out(out, "digest", "_sample_to_metric");
+    if (!l || !s2m) {
+        spry_loader_free(l), spry_indexed_close(s2m);
+        return;
+    }
+    int64_t n = spry_loader_n_samples(l), bad = 0;
+    CHECK(spry_indexed_n_items(s2m) == n);
+    for (int64_t k = 0; k < n && k < spry_indexed_n_items(s2m); k++) {
+        int32_t t[9];
+        int64_t want;
+        CHECK(spry_loader_sample(l, k, t) == SPRY_OK);
+        u_first(NULL, k, t, 9, &want);
+        bad += get(s2m, k, 0) != want;
+    }
+    CHECK_MSG(bad == 0, "%lld of %lld loader samples differ", (long long)bad, (long long)n);
+    printf("analyzer: %lld samples of the training loader (split 7,2,1, eod 0) indexed\n", (long long)n);
+    spry_indexed_close(s2m);
+    spry_loader_free(l);
+}
+
 static void write_bytes(const char *path, const void *p, size_t n) {
     FILE *f = fopen(path, "wb");
     if (!f)
@@ -586,6 +629,7 @@ int main(void) {
     CHECK(files == 3 * 2 * 44); // 3 runs x 2 modes x 22 prefixes x (.bin, .idx)
     test_errors(data);
     test_small();
+    test_loader_samples(data);
     for (int64_t i = 0; i < N_ITEMS; i++)
         free(g_items[i]);
     free(g_items), free(g_len);

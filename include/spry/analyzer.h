@@ -73,6 +73,12 @@ typedef struct spry_analyzer_params {
     const char *data_prefix;    // <prefix>.bin/.idx, token dataset (required)
     const char *out_dir;        // output root; <out_dir>/<metric>/ is created (required)
     int64_t seq_len;            // 0: a sample is an item; > 0: packed windows of seq_len + 1 (0)
+    // With seq_len > 0: when split is set (e.g. "969,30,1"), the samples are the training
+    // loader's (loader.h: the train split's documents, eod_id after each unless -1, sample k =
+    // stream[k T, k T + T + 1)), so a curriculum indexes exactly what `spry train` reads
+    // (NULL: windows over the whole dataset, no eod).
+    const char *split;
+    int64_t eod_id; // (-1)
     int64_t vocab_size;         // for the vocabulary metrics; 0 = max token id + 1 (0)
     int n_workers;              // >= 1 (1)
     int n_threads;              // threads per worker, >= 1 (1)

@@ -8,6 +8,8 @@
  */
 #include "spry/analyzer.h"
 
+#include "spry/loader.h"
+
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
@@ -29,6 +31,7 @@ spry_analyzer_params spry_analyzer_params_default(void) {
     memset(&p, 0, sizeof p);
     p.n_workers = 1;
     p.n_threads = 1;
+    p.eod_id    = -1;
     return p;
 }
 
@@ -64,6 +67,7 @@ spry_status spry_analyzer_split_index(int64_t a, int64_t b, int k, int64_t *boun
 
 typedef struct sampler {
     spry_indexed *ds;
+    spry_loader *ld; // windows of a split through the training loader (split given), else NULL
     int64_t seq_len;
     int64_t n_items;
     int64_t *starts; // [n_items + 1] token offset of each item in the concatenation
@@ -72,12 +76,14 @@ typedef struct sampler {
 } sampler;
 
 static void sampler_free(sampler *s) {
+    spry_loader_free(s->ld);
     spry_indexed_close(s->ds);
     free(s->starts);
     memset(s, 0, sizeof *s);
 }
 
-static spry_status sampler_open(const char *prefix, int64_t seq_len, sampler *s) {
+static spry_status sampler_open(const char *prefix, int64_t seq_len, const char *split, int64_t eod_id,
+                                sampler *s) {
     memset(s, 0, sizeof *s);
     if (!prefix)
         return spry_errorf(SPRY_ERR_ARG, "analyzer: data_prefix is required");
@@ -109,7 +115,18 @@ static spry_status sampler_open(const char *prefix, int64_t seq_len, sampler *s)
         if (seq_len == 0 && len > s->max_len)
             s->max_len = len;
     }
-    if (seq_len == 0) {
+    if (seq_len > 0 && split) { // the training loader's own samples (same split, eod, packing)
+        spry_loader_params lp = spry_loader_params_default();
+        lp.dataset = s->ds, lp.split = split, lp.seq_len = seq_len, lp.batch_size = 1, lp.eod_id = eod_id;
+        lp.shuffle = false;
+        spry_status st = spry_loader_init(&lp, &s->ld);
+        if (st) {
+            sampler_free(s);
+            return st;
+        }
+        s->n       = spry_loader_n_samples(s->ld);
+        s->max_len = seq_len + 1;
+    } else if (seq_len == 0) {
         s->n = s->n_items;
     } else {
         int64_t tokens = s->starts[s->n_items];
@@ -121,6 +138,10 @@ static spry_status sampler_open(const char *prefix, int64_t seq_len, sampler *s)
 
 // Copies sample id's tokens to buf[max_len]; *n = its length.
 static spry_status sampler_read(const sampler *s, int64_t id, int32_t *buf, int64_t *n) {
+    if (s->ld) {
+        *n = s->seq_len + 1;
+        return spry_loader_sample(s->ld, id, buf);
+    }
     if (s->seq_len == 0) {
         int64_t len;
         (void)spry_indexed_item(s->ds, id, &len);
@@ -526,7 +547,7 @@ static spry_status scan_max_token(const sampler *s, int64_t *max_tok) {
 
 spry_status spry_analyzer_count_samples(const char *data_prefix, int64_t seq_len, int64_t *n) {
     sampler s;
-    SPRY_TRY(sampler_open(data_prefix, seq_len, &s));
+    SPRY_TRY(sampler_open(data_prefix, seq_len, NULL, -1, &s));
     *n = s.n;
     sampler_free(&s);
     return SPRY_OK;
@@ -603,7 +624,7 @@ spry_status spry_analyze(const spry_analyzer_params *p) {
     need_vocab |= need_rarity;
 
     sampler s;
-    SPRY_TRY(sampler_open(p->data_prefix, p->seq_len, &s));
+    SPRY_TRY(sampler_open(p->data_prefix, p->seq_len, p->split, p->eod_id, &s));
     spry_status st = SPRY_OK;
     double *rarity = NULL;
     if (s.n == 0) {

@@ -19,6 +19,10 @@ static void analyze_usage(FILE *f) {
         "                    seqlen_vocab_rarity (seqlen,vocab_rarity)\n"
         "  --seq-len N       0: a sample is one item (document); N > 0: a sample is a packed\n"
         "                    window of N+1 tokens starting every N tokens (0)\n"
+        "  --split S         with --seq-len: the samples `spry train --split S` trains on (the\n"
+        "                    train split, packed as its loader packs; give train's --eod too);\n"
+        "                    none: windows over the whole dataset (none)\n"
+        "  --eod N           with --split: token after each document, -1 = none (-1)\n"
         "  --vocab-size N    vocabulary size for the vocab metrics, 0 = max token id + 1 (0)\n"
         "  --workers N       map workers, DeepSpeed's num_workers (1)\n"
         "  --threads N       threads per worker, DeepSpeed's num_threads (1)\n");
@@ -57,6 +61,13 @@ int spry_cmd_analyze(int argc, char **argv) {
             p.out_dir = v;
         else if (!strcmp(a, "--metrics"))
             metrics = v;
+        else if (!strcmp(a, "--split"))
+            p.split = v;
+        else if (!strcmp(a, "--eod")) {
+            if (!parse_i64(a, v, -1, 2147483647LL, &x))
+                return 2;
+            p.eod_id = x;
+        }
         else if (!strcmp(a, "--seq-len")) {
             if (!parse_i64(a, v, 0, 2147483646LL, &x))
                 return 2;
