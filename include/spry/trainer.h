@@ -71,6 +71,10 @@ typedef struct spry_fwd_opts {
     int64_t                 batch;     // B rows this rank trains on
     int64_t                 seq_len;   // T of the model input (tokens minus one)
     bool                    training;  // true in the training loop
+    // Effective tokens per row of this micro-batch for token-based schedules and termination
+    // (shared/notes/data_efficiency.md 4.6; a token-dropping hook lowers it): the trainer
+    // starts it at seq_len and adds rows x this value to its effective-token counter.
+    int64_t                 eff_seq_len;
 } spry_fwd_opts;
 
 #define SPRY_MAX_LOSS_TERMS 8
@@ -107,6 +111,7 @@ typedef struct spry_trainer_params {
     const char *tokenizer;     // tokenizer.json copied into checkpoints (NULL: none)
     int64_t     stop_after;    // stop (without a final save) after this many steps; 0 = off (tests)
     spry_comm  *comm;          // the job's ranks (not owned); NULL: single process
+    int64_t     train_tokens;  // stop once this many effective tokens are consumed; 0 = off (0)
 } spry_trainer_params;
 
 spry_trainer_params spry_trainer_params_default(void);
@@ -136,6 +141,10 @@ spry_status spry_trainer_resume(spry_trainer *tr, const char *dir);
 
 // Read-only accessors for hooks and tools.
 int64_t     spry_trainer_step_index(const spry_trainer *tr);
+// Effective tokens consumed so far (each micro-batch's rows x its eff_seq_len): what a
+// token-based schedule (scheduler.params.warmup_num_tokens / total_num_tokens) and train_tokens
+// count. Without token-dropping or truncating hooks it equals the tokens trained on.
+int64_t     spry_trainer_eff_tokens(const spry_trainer *tr);
 double      spry_trainer_lr(const spry_trainer *tr);
 spry_model *spry_trainer_model(spry_trainer *tr);
 spry_ctx   *spry_trainer_ctx(spry_trainer *tr);

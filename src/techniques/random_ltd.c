@@ -251,6 +251,9 @@ static void ltd_on_forward(void *st, spry_trainer *tr, spry_fwd_opts *fwd) {
         return;
     spry_random_ltd_update(ltd, step);
     spry_status e = SPRY_OK;
+    // effective tokens per row (notes 4.6, Megatron's integer formula): (s (L - n) + min(r, s) n) / L
+    int64_t s = fwd->seq_len, r = ltd->current < s ? ltd->current : s, L = ltd->n_layer, n = ltd->p.n_layer_id;
+    fwd->eff_seq_len = L > 0 ? (s * (L - n) + r * n) / L : s;
     if (spry_random_ltd_routes(ltd, step, fwd->micro, fwd->row0, fwd->batch, fwd->seq_len, true,
                                ltd->routes, &e)) {
         fwd->routes   = ltd->routes;

@@ -41,6 +41,7 @@ struct spry_trainer {
     double              comm_s;  // seconds in collectives during the last step
     int32_t            *tokens; // (world * micro_batch, T+1): the global micro-batch
     int64_t             step, samples, n_tokens, skipped;
+    int64_t             eff_tokens; // effective tokens (see spry_trainer_eff_tokens)
     double              lr;
     float               last_grad_norm;
     const spry_technique_vt *tech[MAX_TECHNIQUES];
@@ -158,6 +159,7 @@ spry_status spry_trainer_add_technique(spry_trainer *tr, const spry_technique_vt
 }
 
 int64_t     spry_trainer_step_index(const spry_trainer *tr) { return tr->step; }
+int64_t     spry_trainer_eff_tokens(const spry_trainer *tr) { return tr->eff_tokens; }
 double      spry_trainer_lr(const spry_trainer *tr) { return tr->lr; }
 spry_model *spry_trainer_model(spry_trainer *tr) { return tr->model; }
 spry_ctx   *spry_trainer_ctx(spry_trainer *tr) { return tr->ctx; }
@@ -171,6 +173,7 @@ spry_status spry_trainer_step(spry_trainer *tr, float *loss_out, bool *skipped) 
     spry_params *P = &tr->model->params;
     spry_params_zero_grad(P);
     spry_comm_take_time(tr->comm);
+    int64_t tok_before = tr->eff_tokens;
     double      loss_sum = 0;
     spry_tensor tokens   = {0};
     int32_t    *mine     = tr->tokens + tr->rank * B * T1; // this rank's rows of the global micro-batch
@@ -184,6 +187,8 @@ spry_status spry_trainer_step(spry_trainer *tr, float *loss_out, bool *skipped) 
                 return spry_errorf(SPRY_ERR_FORMAT, "data: token id %d out of range for vocab_size %lld. "
                                    "HINT: the dataset was tokenized with a different tokenizer",
                                    mine[i], (long long)tr->model->cfg.vocab_size);
+        spry_tensor_set_shape(&tokens, SPRY_DTYPE_I32, 2, (int64_t[]){B, T1}); // on_batch hooks may reshape it
+        tokens.data      = mine;
         spry_batch batch = {.tokens = &tokens, .step = tr->step};
         HOOKS(tr, on_batch, &batch);
         spry_ctx_begin(tr->ctx);
@@ -191,7 +196,8 @@ spry_status spry_trainer_step(spry_trainer *tr, float *loss_out, bool *skipped) 
         tr->ctx->rng_counter = (uint64_t)(((tr->step * c->grad_accum + micro) * W + tr->rank) << 12);
         spry_fwd_opts fwd = {.precision = c->bf16 ? SPRY_PRECISION_BF16 : c->fp16 ? SPRY_PRECISION_F16 : SPRY_PRECISION_F32,
                              .micro = micro, .row0 = tr->rank * B, .batch = batch.tokens->shape[0],
-                             .seq_len = batch.tokens->shape[1] - 1, .training = true};
+                             .seq_len = batch.tokens->shape[1] - 1, .training = true,
+                             .eff_seq_len = batch.tokens->shape[1] - 1};
         HOOKS(tr, on_forward, &fwd);
         tr->ctx->precision    = fwd.precision;
         spry_loss_terms terms = {.n = 1, .weight = {1.0f}, .name = {"lm"}};
@@ -212,14 +218,17 @@ spry_status spry_trainer_step(spry_trainer *tr, float *loss_out, bool *skipped) 
             return bst;
         }
         tr->samples += W * B;
-        tr->n_tokens += W * B * (T1 - 1);
+        tr->n_tokens += W * B * (batch.tokens->shape[1] - 1); // after any truncating hook
+        tr->eff_tokens += W * batch.tokens->shape[0] * fwd.eff_seq_len;
     }
     // gradients: the mean over ranks (stage 2: of this rank's partition)
     SPRY_TRY(spry_dp_reduce(tr->dp, tr->ctx));
     if (W > 1) SPRY_TRY(spry_comm_allreduce(tr->comm, &loss_sum, 1, SPRY_DTYPE_F64, SPRY_REDUCE_SUM));
     *loss_out = (float)(loss_sum / (double)(c->grad_accum * W));
     // DeepSpeed's timing: this step uses the schedule at last_batch_iteration = step - 1
-    tr->lr = spry_schedule_lr(&c->sched, tr->step - 1);
+    // (a token-based schedule: at the effective tokens consumed before this step)
+    tr->lr = c->sched.by_tokens ? spry_schedule_lr_tokens(&c->sched, (double)tok_before)
+                                : spry_schedule_lr(&c->sched, tr->step - 1);
     bool overflow = false;
     if (c->fp16) {
         SPRY_TRY(spry_dp_overflow(tr->dp, &overflow));
@@ -279,9 +288,10 @@ static void log_metrics(spry_trainer *tr, float loss, double tps, bool skipped) 
     if (f) {
         fprintf(f, "{\"step\": %lld, \"samples\": %lld, \"tokens\": %lld, \"loss\": %.6f, \"lr\": %.6g, "
                    "\"grad_norm\": %.4f, \"tokens_per_s\": %.1f, \"loss_scale\": %g, \"skipped\": %s, "
-                   "\"comm_s\": %.6f}\n",
+                   "\"comm_s\": %.6f, \"eff_tokens\": %lld}\n",
                 (long long)tr->step, (long long)tr->samples, (long long)tr->n_tokens, (double)loss, tr->lr,
-                (double)tr->last_grad_norm, tps, tr->scaler.scale, skipped ? "true" : "false", tr->comm_s);
+                (double)tr->last_grad_norm, tps, tr->scaler.scale, skipped ? "true" : "false", tr->comm_s,
+                (long long)tr->eff_tokens);
         fclose(f);
     }
     csv_event(tr, "Train/Samples/train_loss", loss);
@@ -340,6 +350,7 @@ spry_status spry_trainer_run(spry_trainer *tr) {
                           (double)tr->last_grad_norm, tps, eta, skipped ? " skipped (fp16 overflow)" : "");
         if (tr->p.save_every > 0 && tr->step % tr->p.save_every == 0 && tr->step < tr->p.n_steps)
             SPRY_TRY(spry_trainer_save(tr));
+        if (tr->p.train_tokens > 0 && tr->eff_tokens >= tr->p.train_tokens) break; // token budget spent
         if (tr->p.stop_after > 0 && tr->step >= tr->p.stop_after) {
             if (tty && !quiet) fputc('\n', stderr);
             return SPRY_OK;
@@ -436,6 +447,7 @@ static spry_status save_state(spry_trainer *tr, const char *dir) {
     cJSON_AddNumberToObject(j, "step", (double)tr->step);
     cJSON_AddNumberToObject(j, "samples", (double)tr->samples);
     cJSON_AddNumberToObject(j, "tokens", (double)tr->n_tokens);
+    cJSON_AddNumberToObject(j, "eff_tokens", (double)tr->eff_tokens);
     cJSON_AddNumberToObject(j, "skipped_steps", (double)tr->skipped);
     cJSON_AddNumberToObject(j, "rng_seed", (double)tr->ctx->seed);
     cJSON_AddNumberToObject(j, "rng_counter", (double)tr->ctx->rng_counter);
@@ -636,6 +648,8 @@ spry_status spry_trainer_resume(spry_trainer *tr, const char *dir_in) {
     if (!rc) rc = json_i64(path, j, "step", &tr->step);
     if (!rc) rc = json_i64(path, j, "samples", &tr->samples);
     if (!rc) rc = json_i64(path, j, "tokens", &tr->n_tokens);
+    tr->eff_tokens = tr->n_tokens; // checkpoints before the counter existed
+    if (!rc && cJSON_GetObjectItemCaseSensitive(j, "eff_tokens")) rc = json_i64(path, j, "eff_tokens", &tr->eff_tokens);
     if (!rc) rc = json_i64(path, j, "skipped_steps", &tr->skipped);
     if (!rc) rc = json_i64(path, j, "rng_counter", &rng_counter);
     if (!rc) rc = json_i64(path, j, "rng_seed", &seed);

@@ -15,6 +15,7 @@
 #include "spry/ds_config.h"
 #include "spry/gemm.h"
 #include "spry/loader.h"
+#include "spry/techniques.h"
 #include "spry/log.h"
 #include "spry/hf_checkpoint.h"
 #include "spry/trainer.h"
@@ -35,6 +36,8 @@ static void train_usage(FILE *f) {
             "                        betas 0.9/0.95, wd 0.1, WarmupCosineLR, clipping 1.0)\n"
             "  --out DIR             checkpoints and metrics (runs/train)\n"
             "  --steps N             optimizer steps (1000)\n"
+            "  --train-tokens N      also stop once N effective tokens are trained on (with random-LTD\n"
+            "                        and curriculum truncation, fewer than tokens read), 0 = off (0)\n"
             "  --save-every N        checkpoint every N steps, 0 = only at the end (0)\n"
             "  --resume              continue from DIR/latest\n"
             "  --init DIR            start from a model directory (config.json + model.safetensors)\n"
@@ -90,6 +93,7 @@ typedef struct train_args {
     const char *data, *config, *out, *init, *model_cfg, *arch, *tokenizer, *split, *progress;
     int64_t     steps, save_every, layers, embd, heads, vocab, seq, eod, threads;
     bool        resume;
+    int64_t     train_tokens;
 } train_args;
 
 // Ends a setup phase: every rank learns whether one failed. The failing rank and rank 0 print
@@ -155,14 +159,27 @@ static int run_train(spry_comm *comm, const train_args *A) {
         spry_ds_config_free(&cfg);
         return rc;
     }
+    // the config's techniques (data efficiency: curriculum learning, random-LTD)
+    spry_techniques    *tech = NULL;
+    spry_techniques_env te   = {.name = A->config ? A->config : "built-in config", .loader = ls.l,
+                                .n_layer = m->cfg.n_layer, .seq_len = A->seq, .world = world, .rank = rank};
+    if ((rc = phase(comm, spry_techniques_init(&cfg, &te, &tech)))) {
+        spry_loader_free(ls.l);
+        spry_model_free(m);
+        spry_ds_config_free(&cfg);
+        return rc;
+    }
     spry_trainer_params tp = spry_trainer_params_default();
     tp.out_dir = A->out, tp.n_steps = A->steps, tp.seq_len = A->seq, tp.save_every = A->save_every;
+    tp.train_tokens = A->train_tokens;
     tp.n_threads = (int)A->threads, tp.tokenizer = A->tokenizer, tp.comm = comm;
     tp.progress = !strcmp(A->progress, "auto") ? -1 : !strcmp(A->progress, "line");
-    spry_batch_source src = {.self = &ls, .next = src_next, .get_state = src_get, .set_state = src_set};
-    spry_trainer     *tr  = NULL;
+    spry_batch_source src = spry_techniques_source(
+        tech, (spry_batch_source){.self = &ls, .next = src_next, .get_state = src_get, .set_state = src_set});
+    spry_trainer *tr = NULL;
     // collective: agrees by itself (the failing rank and rank 0 print; the others would repeat it)
     st = spry_trainer_init(m, &cfg, src, &tp, &tr);
+    if (!st) st = spry_techniques_attach(tech, tr);
     if (st) {
         if (world == 1 || rank == 0 || strncmp(spry_last_error(), "rank ", 5))
             fprintf(stderr, "spry train: %s\n", spry_last_error());
@@ -182,6 +199,7 @@ static int run_train(spry_comm *comm, const train_args *A) {
             printf("spry train: %d rank%s (%s), ZeRO stage %d: optimizer state %.2f MiB per rank (%.2f MiB for the "
                    "whole model)\n", world, world > 1 ? "s" : "", spry_comm_backend(comm), cfg.zero_stage, mib,
                    (double)m->params.n_elem * 4.0 * nstate / (1 << 20));
+            printf("spry train: techniques: %s\n", spry_techniques_summary(tech));
             fflush(stdout);
         }
         st = spry_trainer_run(tr);
@@ -196,6 +214,7 @@ static int run_train(spry_comm *comm, const train_args *A) {
         }
     }
     spry_trainer_free(tr);
+    spry_techniques_free(tech);
     spry_loader_free(ls.l);
     spry_model_free(m);
     spry_ds_config_free(&cfg);
@@ -206,7 +225,7 @@ int spry_cmd_train(int argc, char **argv) {
     const char *data = NULL, *config = NULL, *out = "runs/train", *init = NULL, *model_cfg = NULL;
     const char *arch = "gpt2", *tokenizer = NULL, *split = "969,30,1", *progress = "auto", *log_dir = NULL;
     int64_t steps = 1000, save_every = 0, layers = 4, embd = 256, heads = 4, vocab = 0, seq = 128;
-    int64_t eod = -1, threads = 0;
+    int64_t eod = -1, threads = 0, train_tokens = 0;
     bool    resume = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -227,7 +246,7 @@ int spry_cmd_train(int argc, char **argv) {
         int64_t *iv = !strcmp(a, "--steps") ? &steps : !strcmp(a, "--save-every") ? &save_every
                     : !strcmp(a, "--layers") ? &layers : !strcmp(a, "--embd") ? &embd : !strcmp(a, "--heads") ? &heads
                     : !strcmp(a, "--vocab") ? &vocab : !strcmp(a, "--seq") ? &seq : !strcmp(a, "--eod") ? &eod
-                    : !strcmp(a, "--threads") ? &threads : NULL;
+                    : !strcmp(a, "--threads") ? &threads : !strcmp(a, "--train-tokens") ? &train_tokens : NULL;
         if (sv) {
             if (!v) {
                 fprintf(stderr, "spry train: %s needs a value\n", a);
@@ -235,7 +254,7 @@ int spry_cmd_train(int argc, char **argv) {
             }
             *sv = v;
         } else if (iv) {
-            rc = parse_i64(a, v, iv == &eod ? -1 : iv == &save_every || iv == &threads || iv == &vocab ? 0 : 1, iv);
+            rc = parse_i64(a, v, iv == &eod ? -1 : iv == &save_every || iv == &threads || iv == &vocab || iv == &train_tokens ? 0 : 1, iv);
         } else {
             fprintf(stderr, "spry train: unknown option '%s'\n", a);
             train_usage(stderr);
@@ -266,7 +285,8 @@ int spry_cmd_train(int argc, char **argv) {
     if (world > 1 && spry_log_set_rank(rank, log_dir))
         fprintf(stderr, "spry train: rank %d: cannot write its log in %s\n", rank, log_dir);
     int rc = run_train(comm, &(train_args){data, config, out, init, model_cfg, arch, tokenizer, split, progress,
-                                            steps, save_every, layers, embd, heads, vocab, seq, eod, threads, resume});
+                                            steps, save_every, layers, embd, heads, vocab, seq, eod, threads, resume,
+                                            train_tokens});
     spry_comm_free(comm);
     return rc;
 }
