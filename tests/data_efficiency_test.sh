@@ -8,7 +8,8 @@
 #   - random-LTD with min = max = seq_len, and a curriculum whose metrics start at their maximum,
 #     bit-identical to the runs without them (losses at 6 digits and final weights);
 #   - a run killed after a checkpoint resumes exactly (CL sampler + LTD state);
-#   - --train-tokens stopping on the effective-token budget and a token-based LR schedule;
+#   - --train-tokens stopping on the effective-token budget, a token-based LR schedule, and
+#     DeepSpeed's layer_token_lr_schedule running on layer-tokens / L;
 #   - config errors naming the key.
 set -uo pipefail
 SPRY=$1; TMP=$2
@@ -110,6 +111,17 @@ for t, l in zip(eff, lr):
     want = 2e-3 * (t / 200 if t < 200 else max(0.0, (1000 - t) / 800))
     assert abs(l - want) <= 1e-6 * 2e-3 + 1e-12, (t, l, want)
 PY
+# DeepSpeed's layer_token_lr_schedule (a stub there): layer-tokens / L drive the scheduler, so
+# warm-up 600 and total 3000 layer-tokens on 3 layers give the same LRs as the token schedule above
+python3 - "$TMP/clltd.json" "$TMP/ltlr.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["scheduler"] = {"type": "WarmupDecayLR", "params": {"warmup_max_lr": 2e-3, "warmup_type": "linear", "total_num_steps": 1000}}
+c["data_efficiency"]["data_routing"]["random_ltd"]["layer_token_lr_schedule"] = {
+    "enabled": True, "total_layer_tokens": 3000, "warmup_layer_tokens": 600, "warmup_type": "linear"}
+json.dump(c, open(sys.argv[2], "w"))
+PY
+train ltlr ltlr 6 && [ "$(col ltlr lr)" = "$(col tlr lr)" ] && ok || bad "layer_token_lr_schedule: $(col ltlr lr) vs $(col tlr lr)"
 # config errors name the key
 python3 -c "
 import json; c=json.load(open('$TMP/clltd.json')); del c['data_efficiency']['data_routing']['random_ltd']['random_ltd_layer_id']

@@ -43,7 +43,12 @@ typedef struct spry_random_ltd_params {
     const char *schedule_type;      // "random_ltd_schedule.schedule_type" ("fixed_linear")
     int64_t require_steps;          // "...schedule_config.require_steps" (-1)
     int64_t seq_per_step;           // "...schedule_config.seq_per_step" (-1)
-    bool layer_token_lr_enabled;    // "layer_token_lr_schedule.enabled" (false; true errors)
+    bool layer_token_lr_enabled;    // "layer_token_lr_schedule.enabled" (false): the LR schedule
+                                    // runs on consumed layer-tokens (a stub that raises in DeepSpeed;
+                                    // spry_techniques maps it to a token-based schedule)
+    int64_t total_layer_tokens;     // "layer_token_lr_schedule.total_layer_tokens" (required if enabled)
+    int64_t warmup_layer_tokens;    // "layer_token_lr_schedule.warmup_layer_tokens" (0)
+    bool layer_token_warmup_linear; // "layer_token_lr_schedule.warmup_type": "linear" (true) or "log"
     int64_t global_batch_size;      // injected by the engine: train_batch_size (0: unknown)
     uint64_t seed;                  // RNG key of the index draws (the run's seed, 1234)
 } spry_random_ltd_params;
@@ -55,7 +60,8 @@ spry_random_ltd_params spry_random_ltd_params_default(void);
 // Checks p against a model of n_layer layers (n_layer <= 0: skip the model checks): required keys
 // set, layer ids distinct, in range and as many as random_ltd_layer_num, total_layer_num ==
 // n_layer, 0 < min <= max, require_steps > 0, seq_per_step > 0, schedule_type "fixed_linear",
-// model_type "decoder" (spry's models are causal decoders), layer_token_lr off.
+// model_type "decoder" (spry's models are causal decoders), and with layer_token_lr on
+// 0 <= warmup_layer_tokens < total_layer_tokens.
 // SPRY_ERR_CONFIG naming the key and value otherwise.
 spry_status spry_random_ltd_params_validate(const spry_random_ltd_params *p, int64_t n_layer);
 

@@ -43,6 +43,12 @@ spry_batch_source spry_techniques_source(spry_techniques *t, spry_batch_source d
 // Registers the enabled techniques' hooks with tr (the trainer then owns their hook state; the
 // table itself stays owned by the caller and must outlive tr).
 spry_status spry_techniques_attach(spry_techniques *t, spry_trainer *tr);
+// Lets the techniques change the LR schedule before the trainer copies the config: random-LTD's
+// layer_token_lr_schedule runs the config's scheduler on consumed layer-tokens, i.e. effective
+// tokens x L (notes 4.6): by_tokens with warmup_num_tokens = warmup_layer_tokens / L and
+// total_num_tokens = total_layer_tokens / L (a constant or WarmupLR schedule becomes WarmupDecayLR
+// to the optimizer's lr). Other schedules are left as they are.
+void spry_techniques_adjust_schedule(const spry_techniques *t, spry_lr_schedule *s);
 // One line naming what is on, e.g. "curriculum (voc, seqlen_truncate), random-LTD (layers 1-2)";
 // "none" when nothing is.
 const char *spry_techniques_summary(const spry_techniques *t);

@@ -331,11 +331,14 @@ static spry_status parse_ltd(const cJSON *o, const char *name, const char *path,
     SPRY_TRY(get_obj(o, name, path, "layer_token_lr_schedule", &lt));
     snprintf(spath, sizeof spath, "%s.layer_token_lr_schedule", path);
     SPRY_TRY(get_bool(lt, name, spath, "enabled", false, &p->layer_token_lr_enabled));
-    if (p->layer_token_lr_enabled)
-        return spry_errorf(SPRY_ERR_CONFIG,
-                           "%s: %s.enabled: true is not supported (DeepSpeed raises "
-                           "NotImplementedError too)",
-                           name, spath);
+    if (p->layer_token_lr_enabled) { // DeepSpeed defines these keys but raises; spry runs them
+        SPRY_TRY(get_int(lt, name, spath, "total_layer_tokens", true, -1, &p->total_layer_tokens));
+        SPRY_TRY(get_int(lt, name, spath, "warmup_layer_tokens", false, 0, &p->warmup_layer_tokens));
+        SPRY_TRY(get_str(lt, name, spath, "warmup_type", false, buf, sizeof buf));
+        if (buf[0] && strcmp(buf, "linear") && strcmp(buf, "log"))
+            return spry_errorf(SPRY_ERR_CONFIG, "%s: %s.warmup_type: \"%s\" (linear or log)", name, spath, buf);
+        p->layer_token_warmup_linear = !buf[0] || !strcmp(buf, "linear");
+    }
     return SPRY_OK;
 }
 

@@ -39,6 +39,9 @@ spry_random_ltd_params spry_random_ltd_params_default(void) {
         .require_steps          = -1,
         .seq_per_step           = -1,
         .layer_token_lr_enabled = false,
+        .total_layer_tokens     = -1,
+        .warmup_layer_tokens    = 0,
+        .layer_token_warmup_linear = true,
         .global_batch_size      = 0,
         .seed                   = 1234,
     };
@@ -100,11 +103,12 @@ spry_status spry_random_ltd_params_validate(const spry_random_ltd_params *p, int
         return spry_errorf(SPRY_ERR_CONFIG,
                            "%s.hidden_state_order \"%s\" (batch_seq_dim or seq_batch_dim)", k,
                            p->hidden_state_order);
-    if (p->layer_token_lr_enabled)
+    if (p->layer_token_lr_enabled && (p->total_layer_tokens <= 0 || p->warmup_layer_tokens < 0 ||
+                                      p->warmup_layer_tokens >= p->total_layer_tokens))
         return spry_errorf(SPRY_ERR_CONFIG,
-                           "%s.layer_token_lr_schedule.enabled: not supported (DeepSpeed "
-                           "raises too). HINT: use a token-based LR schedule",
-                           k);
+                           "%s.layer_token_lr_schedule: total_layer_tokens (%lld) must be > 0 and above "
+                           "warmup_layer_tokens (%lld)",
+                           k, (long long)p->total_layer_tokens, (long long)p->warmup_layer_tokens);
     return SPRY_OK;
 }
 

@@ -175,6 +175,20 @@ spry_status spry_techniques_attach(spry_techniques *t, spry_trainer *tr) {
     return SPRY_OK;
 }
 
+void spry_techniques_adjust_schedule(const spry_techniques *t, spry_lr_schedule *s) {
+    if (!t || !t->ltd || !t->de.random_ltd.layer_token_lr_enabled || t->n_layer < 1) return;
+    const spry_random_ltd_params *p = &t->de.random_ltd;
+    if (s->kind == SPRY_LR_CONSTANT || s->kind == SPRY_LR_WARMUP) {
+        double lr = s->kind == SPRY_LR_CONSTANT ? s->base_lr : s->warmup_max_lr, lo = s->warmup_min_lr;
+        *s               = spry_lr_schedule_default(SPRY_LR_WARMUP_DECAY, lr);
+        s->warmup_min_lr = lo;
+    }
+    s->by_tokens         = true;
+    s->warmup_linear     = p->layer_token_warmup_linear;
+    s->warmup_num_tokens = (double)p->warmup_layer_tokens / (double)t->n_layer;
+    s->total_num_tokens  = (double)p->total_layer_tokens / (double)t->n_layer;
+}
+
 const char *spry_techniques_summary(const spry_techniques *t) { return t ? t->summary : "none"; }
 
 void spry_techniques_free(spry_techniques *t) {

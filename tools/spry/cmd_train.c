@@ -169,6 +169,7 @@ static int run_train(spry_comm *comm, const train_args *A) {
         spry_ds_config_free(&cfg);
         return rc;
     }
+    spry_techniques_adjust_schedule(tech, &cfg.sched);
     spry_trainer_params tp = spry_trainer_params_default();
     tp.out_dir = A->out, tp.n_steps = A->steps, tp.seq_len = A->seq, tp.save_every = A->save_every;
     tp.train_tokens = A->train_tokens;
