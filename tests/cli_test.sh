@@ -20,11 +20,13 @@ printf '{"text": "a json line document"}\n{"text": "another one"}\n' > "$TMP/cor
 
 # help and usage
 "$SPRY" --help | grep -q "prepare" && ok || bad "spry --help lists prepare"
-for c in demo prepare tokenizer tokenize train eval generate plot convert quantize; do
+for c in demo prepare analyze tokenizer tokenize train eval generate plot convert quantize; do
     "$SPRY" $c --help >/dev/null 2>&1 && ok || bad "spry $c --help exits 0"
 done
 "$SPRY" demo --help | grep -q -- "--steps N .*(300)" && ok || bad "demo --help lists defaults"
 "$SPRY" train --help | grep -q -- "--steps N .*(1000)" && ok || bad "train --help lists defaults"
+"$SPRY" train --help | grep -q -- "--train-tokens N .*0 = off (0)" && ok || bad "train --help lists --train-tokens"
+"$SPRY" analyze --help | grep -q -- "--split S" && ok || bad "analyze --help lists --split"
 expect 2 "unknown command" "$SPRY" nope
 expect 2 "" "$SPRY"
 expect 2 "steps must be a positive integer, got 'x'" "$SPRY" demo --steps x
