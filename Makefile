@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS  ?= $(shell nproc)
 
-.PHONY: all build run test test-asan test-clang fuzz bench-train bench-data bench-dist bench-infer bench-serve setup clean
+.PHONY: all build run test test-asan test-clang fuzz bench-train bench-data bench-dist bench-infer bench-serve bench-data-efficiency setup clean
 
 all: build
 
@@ -44,6 +44,10 @@ clean:
 # time per batch against a training step.
 bench-serve: build
 	bash bench/serve.sh $(BUILD)
+
+# the data-efficiency reproduction (docs/data_efficiency.md): SPRY_DE_EPOCHS (3) sets the budget
+bench-data-efficiency: build
+	/usr/bin/python3 bench/data_efficiency.py $(BUILD)
 
 bench-infer: build
 	bash bench/infer.sh $(BUILD)

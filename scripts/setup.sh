@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config libopenblas-dev libdnnl-dev libcjson-dev zlib1g-dev
       python3 python3-torch python3-numpy libomp-dev clang libclang-rt-14-dev qemu-user
-      openmpi-bin libopenmpi-dev libmicrohttpd-dev)
+      openmpi-bin libopenmpi-dev libmicrohttpd-dev dict-foldoc)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
