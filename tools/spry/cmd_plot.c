@@ -16,7 +16,7 @@ static void plot_usage(FILE *f) {
                "  RUN               a run directory (with metrics.jsonl) or a metrics .jsonl file\n"
                "  --out FILE        output SVG (runs/plot.svg)\n"
                "  --metrics LIST    comma-separated metrics, one panel each (loss,lr,tokens_per_s)\n"
-               "  --x KEY           x axis: step, samples or tokens (step)\n"
+               "  --x KEY           x axis: step, samples, tokens or eff_tokens (step)\n"
                "  --title TEXT      chart title (spry training runs)\n");
 }
 
@@ -83,8 +83,8 @@ int spry_cmd_plot(int argc, char **argv) {
         } else if (!strcmp(a, "--out") && v) {
             out = v, i++;
         } else if (!strcmp(a, "--x") && v) {
-            if (strcmp(v, "step") && strcmp(v, "samples") && strcmp(v, "tokens")) {
-                fprintf(stderr, "spry plot: --x must be step, samples or tokens, got '%s'\n", v);
+            if (strcmp(v, "step") && strcmp(v, "samples") && strcmp(v, "tokens") && strcmp(v, "eff_tokens")) {
+                fprintf(stderr, "spry plot: --x must be step, samples, tokens or eff_tokens, got '%s'\n", v);
                 return 2;
             }
             xkey = v, i++;
