@@ -300,6 +300,13 @@ def report(res, best, E, steps100, wall):
     st_c = [res[f"cl-100-lr{4 * best:g}-s{s}"]["val_loss"] for s in STRESS_SEEDS]
     log(f"RESULT val_loss_lr_stress_cl spry={statistics.mean(st_c):.4f} base={statistics.mean(st_b):.4f} "
         f"ratio={statistics.mean(st_c) / statistics.mean(st_b):.4f} unit=nats (peak LR {4 * best:g})")
+    # curves of seed 1 at the 100% budget on the effective-token axis, and the schedules' effect on tokens
+    dirs = [os.path.join(OUT, "runs", f"{n}-100-lr{best:g}-s1") for n in ["base", "cl", "ltd", "clltd"]]
+    sh([SPRY, "plot", "--x", "eff_tokens", "--metrics", "loss,lr", "--title",
+        "training loss, seed 1, 100% budget: base, CL, random-LTD, CL+LTD", "--out", os.path.join(OUT, "loss.svg")] + dirs)
+    sh([SPRY, "plot", "--x", "step", "--metrics", "tokens,eff_tokens", "--title",
+        "tokens read and effective tokens per step (CL truncation, random-LTD)", "--out", os.path.join(OUT, "tokens.svg")] + dirs)
+    log(f"plots: {OUT}/loss.svg, {OUT}/tokens.svg")
     log(f"== done in {wall / 60:.1f} min")
 
 
