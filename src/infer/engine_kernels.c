@@ -338,22 +338,6 @@ static void attend_chunk_scalar(const float *q, const float *Kt, int64_t kstride
     }
 }
 
-// e^x for 16 lanes (x <= 0 here): the reduction of fastmath.h, 2^n applied by vscalefps.
-AVX512 static inline __m512 exp16(__m512 x) {
-    x         = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
-    __m512 n  = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r  = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-    r         = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
-    __m512 p  = _mm512_set1_ps(1.0f / 720.0f);
-    p         = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-    p         = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p         = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p         = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p         = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p         = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
 
 AVX512 static void attend_chunk_avx512(const float *q, const float *Kt, int64_t kstride, const float *V,
                                        int64_t vstride, int64_t n, int64_t D, float scale, float slope, int64_t rel0,
@@ -376,7 +360,7 @@ AVX512 static void attend_chunk_avx512(const float *q, const float *Kt, int64_t 
         for (int64_t d = 0; d < D; d++) out[d] *= f;
         *mx = cm;
     }
-    __m512 w = _mm512_maskz_mov_ps(live, exp16(_mm512_sub_ps(sv, _mm512_set1_ps(*mx))));
+    __m512 w = _mm512_maskz_mov_ps(live, spry_exp16(_mm512_sub_ps(sv, _mm512_set1_ps(*mx))));
     *sum += _mm512_reduce_add_ps(w);
     _mm512_storeu_ps(s, w);
     for (int64_t d = 0; d < D; d += 16) {

@@ -348,22 +348,6 @@ ATTN_AVX512 static void transpose_avx512(const float *src, int64_t row, int64_t 
     }
 }
 
-// spry_expf, 16 lanes (2^n by scalef)
-ATTN_AVX512 static inline __m512 exp_avx512(__m512 x) {
-    x        = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.7f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-    r        = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
-    p        = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-    p        = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p        = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p        = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p        = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p        = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
 
 // The block's rows go through each pass together (independent chains, one loop).
 ATTN_AVX512 static void softmax_block_avx512(float *s, int64_t lds, float *p, int64_t ldp,
@@ -399,7 +383,7 @@ ATTN_AVX512 static void softmax_block_avx512(float *s, int64_t lds, float *p, in
 #pragma GCC unroll 8
         for (int r = 0; r < ATTN_MR; r++) {
             if (r >= m) break;
-            __m512 e = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(s + r * lds + j), vm[r]));
+            __m512 e = spry_exp16(_mm512_sub_ps(_mm512_loadu_ps(s + r * lds + j), vm[r]));
             e        = _mm512_maskz_mov_ps(attn_mask(jend[r] - j), e);
             _mm512_storeu_ps(s + r * lds + j, e);
             vs[r] = _mm512_add_ps(vs[r], e);

@@ -34,4 +34,26 @@ static inline float spry_expf(float x) {
 // tanh(u) = 1 - 2 / (e^{2u} + 1), exact at the saturated ends.
 static inline float spry_tanhf(float u) { return 1.0f - 2.0f / (spry_expf(2.0f * u) + 1.0f); }
 
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+// spry_expf on 16 lanes (inputs clamped to [-87.3, 88.7]; 2^n applied by vscalefps). Callers
+// must themselves be compiled for AVX-512F (a target attribute): this inline takes theirs.
+__attribute__((target("avx512f"), always_inline)) static inline __m512 spry_exp16(__m512 x) {
+    x        = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.7f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r        = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+    p        = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p        = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p        = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p        = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p        = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p        = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+#endif
+
 #endif
