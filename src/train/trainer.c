@@ -329,7 +329,7 @@ spry_status spry_trainer_run(spry_trainer *tr) {
     bool   tty = tr->p.progress < 0 ? isatty(fileno(stderr)) : tr->p.progress == 1;
     bool   quiet = tr->rank != 0; // rank 0 speaks for the job
     double t0 = spry_now(), tlast = t0;
-    int64_t first = tr->step, tok_last = tr->n_tokens;
+    int64_t first = tr->step, tok_last = tr->n_tokens, eff_first = tr->eff_tokens;
     while (tr->step < tr->p.n_steps) {
         float loss;
         bool  skipped;
@@ -339,6 +339,10 @@ spry_status spry_trainer_run(spry_trainer *tr) {
         log_metrics(tr, loss, tps, skipped);
         double avg_rate = (double)(tr->step - first) / fmax(t - t0, 1e-9);
         double eta      = (double)(tr->p.n_steps - tr->step) / fmax(avg_rate, 1e-9);
+        if (tr->p.train_tokens > 0) { // a token budget may end the run first
+            double eff_rate = (double)(tr->eff_tokens - eff_first) / fmax(t - t0, 1e-9);
+            eta = fmin(eta, (double)(tr->p.train_tokens - tr->eff_tokens) / fmax(eff_rate, 1e-9));
+        }
         if (quiet)
             ;
         else if (tty)
