@@ -48,9 +48,6 @@ static const shape k_shapes[N_SHAPE] = {
     {"mlp_proj", 3072, 768}, {"lm_head", 768, 50257},
 };
 
-
-
-
 static void *xalloc(size_t n) {
     void *p = aligned_alloc(64, (n + 63) & ~(size_t)63);
     if (!p) {

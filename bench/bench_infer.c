@@ -25,9 +25,6 @@
 
 #include "bench_util.h"
 
-
-
-
 // Sum of p[0..n) with 8 independent AVX-512 accumulators: a load-bound loop (n % 128 == 0).
 __attribute__((target("avx512f"))) static float sum_avx512(const float *p, size_t n) {
     __m512 a[8];

@@ -16,7 +16,6 @@
 
 #include "bench_util.h"
 
-
 typedef struct src {
     spry_loader *l;
 } src;

@@ -22,7 +22,6 @@
 
 #include "bench_util.h"
 
-
 int main(int argc, char **argv) {
     const char *model = "gpt-mini", *prec = "fp32";
     int         steps = 10, threads = 2;

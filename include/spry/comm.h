@@ -10,7 +10,8 @@
  * counts are in elements of the given dtype, displacements in elements. Every call is collective:
  * all ranks must make it with matching arguments. Errors (a failed transfer, a peer that died,
  * mismatched sizes detected locally) return SPRY_ERR_COMM with MPI's message; the library never
- * aborts the job itself -- spry_comm_abort is there for the command line to stop every rank.
+ * aborts the job: stopping every rank after a failure the others cannot learn of is the command
+ * line's decision (tools/spry/cmd_train.c calls MPI_Abort itself).
  *
  * Non-blocking allreduce / reduce-scatter (spry_comm_i*) let gradient buckets travel while the
  * backward pass computes the next ones; spry_comm_test drives progress, spry_comm_wait finishes.
@@ -90,8 +91,5 @@ spry_status spry_comm_agree(spry_comm *c, spry_status local, int *who);
 // "ranks disagree on <name>: rank R has X, rank 0 has Y".
 spry_status spry_comm_same(spry_comm *c, const char *name, int64_t value);
 
-// Stops every process of the job (MPI_Abort) with exit code `code`; for tools/ only, after a
-// rank failed in a way the others cannot learn through a collective. Returns only for single.
-void spry_comm_abort(spry_comm *c, int code);
 
 #endif

@@ -74,12 +74,11 @@ static spry_status s_wait(spry_comm_req *r) {
     (void)r;
     return SPRY_OK;
 }
-static void s_abort(spry_comm *c, int code) { (void)c, (void)code; }
 static void s_finalize(spry_comm *c) { (void)c; }
 
 static const spry_comm_vt k_single = {s_allreduce, s_reduce_scatter, s_allgather, s_alltoallv, s_broadcast,
                                       s_barrier,   s_iallreduce,     s_ireduce_scatter, s_test, s_wait,
-                                      s_abort,     s_finalize};
+                                      s_finalize};
 
 /* ---- front end ------------------------------------------------------------------------------ */
 
@@ -318,4 +317,3 @@ spry_status spry_comm_same(spry_comm *c, const char *name, int64_t value) {
     return st;
 }
 
-void spry_comm_abort(spry_comm *c, int code) { c->vt->abort(c, code); }

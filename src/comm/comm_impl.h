@@ -22,7 +22,6 @@ typedef struct spry_comm_vt {
                                    spry_comm_req *r);
     spry_status (*test)(spry_comm_req *r, bool *done);
     spry_status (*wait)(spry_comm_req *r);
-    void (*abort)(spry_comm *c, int code);
     void (*finalize)(spry_comm *c);
 } spry_comm_vt;
 

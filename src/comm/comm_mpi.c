@@ -164,11 +164,6 @@ static spry_status m_wait(spry_comm_req *r) {
     return st;
 }
 
-static void m_abort(spry_comm *c, int code) {
-    fflush(stdout), fflush(stderr);
-    MPI_Abort(W(c), code ? code : 1);
-}
-
 static void m_finalize(spry_comm *c) {
     mpi_state *s = c->impl;
     if (!s) return;
@@ -181,7 +176,7 @@ static void m_finalize(spry_comm *c) {
 
 static const spry_comm_vt k_mpi = {m_allreduce, m_reduce_scatter, m_allgather, m_alltoallv, m_broadcast,
                                    m_barrier,   m_iallreduce,     m_ireduce_scatter, m_test, m_wait,
-                                   m_abort,     m_finalize};
+                                   m_finalize};
 
 spry_status spry_comm_mpi_open(spry_comm *c) {
     mpi_state *s = calloc(1, sizeof *s);

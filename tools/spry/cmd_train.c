@@ -10,6 +10,9 @@
 #include <string.h>
 
 #include "commands.h"
+#if SPRY_HAVE_MPI
+#include <mpi.h>
+#endif
 #include "spry/comm.h"
 #include "spry/cpu.h"
 #include "spry/ds_config.h"
@@ -87,6 +90,15 @@ static int parse_i64(const char *opt, const char *v, int64_t lo, int64_t *out) {
     }
     *out = x;
     return 0;
+}
+
+// Stops every rank of the job (a rank failed mid-training, so the others may wait in a
+// collective that never completes): only the command line may end the processes.
+static void abort_job(void) {
+    fflush(stdout), fflush(stderr);
+#if SPRY_HAVE_MPI
+    MPI_Abort(MPI_COMM_WORLD, 1);
+#endif
 }
 
 typedef struct train_args {
@@ -207,7 +219,7 @@ static int run_train(spry_comm *comm, const train_args *A) {
         if (st) {
             fprintf(stderr, "spry train: %s\n", spry_last_error());
             // the other ranks may wait in a collective that will never complete: stop the job
-            if (world > 1) spry_comm_abort(comm, 1);
+            if (world > 1) abort_job();
             rc = 1;
         } else if (rank == 0) {
             printf("spry train: done at step %lld; checkpoint in %s/latest, metrics in %s/metrics.jsonl\n",
