@@ -168,9 +168,17 @@ static spry_status get_int_list(const cJSON *o, const char *name, const char *pa
 
 static void warn(spry_data_efficiency_config *cfg, const char *fmt, const char *name,
                  const char *a, const char *b) {
-    char msg[512];
+    char msg[2048];
     snprintf(msg, sizeof msg, fmt, name, a, b);
     SPRY_LOG_WARN("%s", msg);
+    cfg->n_warnings++;
+}
+
+// A child feature switched on under a parent whose "enabled" is false (DeepSpeed ignores it).
+static void warn_parent(spry_data_efficiency_config *cfg, const char *name, const char *child, const char *parent,
+                        const char *feature) {
+    SPRY_LOG_WARN("%s: %s is true but %s.enabled is false (DeepSpeed ignores the parent switch; %s is on)", name,
+                  child, parent, feature);
     cfg->n_warnings++;
 }
 
@@ -396,14 +404,8 @@ static spry_status parse_all(const cJSON *root, const char *name,
                                   &cfg->metrics[cfg->n_metrics]));
             cfg->n_metrics++;
         }
-        if (!cfg->data_sampling_enabled)
-            warn(cfg, "%s: %s is true but %s.enabled is false (DeepSpeed ignores the parent "
-                      "switch; curriculum learning is on)",
-                 name, p2, p1);
-        if (!cfg->enabled)
-            warn(cfg, "%s: %s is true but %s.enabled is false (DeepSpeed ignores the parent "
-                      "switch; curriculum learning is on)",
-                 name, p2, "data_efficiency");
+        if (!cfg->data_sampling_enabled) warn_parent(cfg, name, p2, p1, "curriculum learning");
+        if (!cfg->enabled) warn_parent(cfg, name, p2, "data_efficiency", "curriculum learning");
     }
 
     const char *p3 = "data_efficiency.data_routing";
@@ -414,14 +416,8 @@ static spry_status parse_all(const cJSON *root, const char *name,
     SPRY_TRY(get_bool(ltd, name, p4, "enabled", false, &cfg->random_ltd.enabled));
     if (cfg->random_ltd.enabled) {
         SPRY_TRY(parse_ltd(ltd, name, p4, cfg));
-        if (!cfg->data_routing_enabled)
-            warn(cfg, "%s: %s is true but %s.enabled is false (DeepSpeed ignores the parent "
-                      "switch; random-LTD is on)",
-                 name, p4, p3);
-        if (!cfg->enabled)
-            warn(cfg, "%s: %s is true but %s.enabled is false (DeepSpeed ignores the parent "
-                      "switch; random-LTD is on)",
-                 name, p4, "data_efficiency");
+        if (!cfg->data_routing_enabled) warn_parent(cfg, name, p4, p3, "random-LTD");
+        if (!cfg->enabled) warn_parent(cfg, name, p4, "data_efficiency", "random-LTD");
     }
 
     // Legacy block: {enabled, curriculum_type: "seqlen", min/max_difficulty, schedule_*}.
