@@ -378,11 +378,11 @@ static void test_tensor(void) {
                       !strncmp(small, "(1000, 2000, 3000, 4, 5, 6)", n - 1),
                   "shape_str with n=%zu: \"%s\"", n, small);
     }
-    // names: printf-formatted, truncated to 47 characters
+    // names: printf-formatted, truncated to 63 characters (BERT's longest is 50)
     spry_tensor_set_name(&v, "h.%d.attn.%s", 3, "c_proj");
     CHECK(!strcmp(v.name, "h.3.attn.c_proj"));
-    spry_tensor_set_name(&v, "%s", "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz");
-    CHECK(strlen(v.name) == 47 && !strncmp(v.name, "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstu", 47));
+    spry_tensor_set_name(&v, "%s%s", "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz", "0123456789ABCDEF");
+    CHECK(strlen(v.name) == 63 && !strncmp(v.name, "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz0123456789A", 63));
     // arena constructors
     spry_arena  *a = spry_arena_init(4096);
     spry_tensor *z = spry_tensor_zeros(a, SPRY_DTYPE_F32, 2, SPRY_SHAPE(33, 65));
@@ -415,7 +415,7 @@ static void test_params(void) {
         snprintf(name, sizeof name, "extra.%d", i);
         CHECK(spry_params_add(&p, name, 2, SPRY_SHAPE(i % 5 + 1, 3), 0) == i);
     }
-    CHECK(spry_params_add(&p, "a_very_long_parameter_name_that_does_not_fit_in_48_bytes", 1,
+    CHECK(spry_params_add(&p, "a_very_long_parameter_name_that_does_not_fit_in_64_bytes_of_the_name_field", 1,
                           SPRY_SHAPE(2), 0) == 100);
     CHECK(p.n_items == 101);
     CHECK(spry_params_alloc(&p) == SPRY_OK);
@@ -446,8 +446,8 @@ static void test_params(void) {
     CHECK(spry_params_find(&p, "extra.42")->shape[0] == 3);
     CHECK(spry_params_index(&p, "layer.9.weight") == -1 && spry_params_find(&p, "nope") == NULL);
     CHECK(spry_params_index(&p, "layer.4") == -1); // no prefix matches
-    CHECK(strlen(p.items[100].t.name) == 47);
-    CHECK(spry_params_index(&p, "a_very_long_parameter_name_that_does_not_fit_in") == 100);
+    CHECK(strlen(p.items[100].t.name) == 63);
+    CHECK(spry_params_index(&p, "a_very_long_parameter_name_that_does_not_fit_in_64_bytes_of_the") == 100);
     // zero_grad
     for (int64_t i = 0; i < p.n_elem; i++) p.grads[i] = 1.5f, p.values[i] = 2.0f;
     spry_params_zero_grad(&p);

@@ -1,11 +1,14 @@
 // ctest-label: ref
 /*
- * test_ref_models.c -- GPT-2 and BLOOM against PyTorch golden files (llm.c's test_gpt2 idea,
+ * test_ref_models.c -- GPT-2, BLOOM and BERT against PyTorch golden files (llm.c's test_gpt2 idea,
  * with a failing exit code). scripts/ref/gen_models.py (Debian python3-torch, float64) writes,
  * per architecture, config.json + model.safetensors (initial weights) + ref.safetensors; ctest
  * runs it first (fixture "ref"). Checked, for the tiny 2-layer configs:
  *   logits and loss, every parameter gradient, and 10 AdamW steps with gradient clipping
- *   (the loss before each step and every parameter after the last).
+ *   (the loss before each step and every parameter after the last). BERT: the masked-LM loss of
+ *   a right-padded batch with token types (attention_mask -> key lengths), logits at every
+ *   position. A gradient that is zero in exact arithmetic (BERT's key bias: softmax does not see
+ *   it) is checked by its absolute size instead of its NMSE.
  * Exit 77 (skipped) when the golden files are absent (python3-torch not installed).
  */
 #include <stdlib.h>
@@ -35,8 +38,8 @@ static double compare(const spry_tensor *ours, const float *theirs, bool transpo
             num += (a - b) * (a - b);
             den += b * b;
         }
-    (void)n;
-    return den > 0 ? num / den : num;
+    // an exactly-zero reference (rounding noise below 1e-12 per element): absolute
+    return den > 1e-24 * (double)n ? num / den : num;
 }
 
 static double max_abs(const spry_tensor *ours, const float *theirs, bool transposed) {
@@ -55,6 +58,30 @@ static const float *ref_f32(spry_safetensors *ref, const char *name) {
     const spry_st_tensor_info *info = spry_safetensors_find(ref, name);
     CHECK_MSG(info != NULL && info->dtype == SPRY_DTYPE_F32, "reference tensor %s missing", name);
     return info ? info->data : NULL;
+}
+
+// The reference's name of a parameter: Hugging Face's file name (model.c's names plus the prefix).
+static void ref_name(const spry_model *m, const char *what, const char *pname, char *buf, size_t n) {
+    if (m->cfg.arch == SPRY_ARCH_BERT)
+        snprintf(buf, n, "%s%s%s", what, strncmp(pname, "cls.", 4) ? "bert." : "", pname);
+    else
+        snprintf(buf, n, "%stransformer.%s", what, pname);
+}
+
+// BERT's batch from the reference: tokens, labels, token types, attention_mask -> key lengths.
+static void bert_batch(spry_ctx *ctx, spry_safetensors *ref, spry_tensor *tokens, spry_encoder_batch *eb) {
+    static spry_tensor labels, types, mask;
+    CHECK(spry_safetensors_get(ref, "labels", &labels) == SPRY_OK);
+    CHECK(spry_safetensors_get(ref, "token_type_ids", &types) == SPRY_OK);
+    CHECK(spry_safetensors_get(ref, "attention_mask", &mask) == SPRY_OK);
+    int64_t      B = tokens->shape[0], T = tokens->shape[1];
+    spry_tensor *kl = spry_new(ctx, SPRY_DTYPE_I32, 1, &B);
+    for (int64_t b = 0; b < B; b++) {
+        int32_t n = 0;
+        for (int64_t t = 0; t < T; t++) n += ((int32_t *)mask.data)[b * T + t];
+        ((int32_t *)kl->data)[b] = n;
+    }
+    *eb = (spry_encoder_batch){.ids = tokens, .labels = &labels, .token_types = &types, .key_len = kl};
 }
 
 static void check_arch(const char *dir, const char *arch) {
@@ -78,21 +105,29 @@ static void check_arch(const char *dir, const char *arch) {
     spry_optim *opt;
     CHECK(spry_optim_init(&m->params, &op, &opt) == SPRY_OK);
     const float *ref_losses = ref_f32(ref, "adamw.losses");
+    bool bert = m->cfg.arch == SPRY_ARCH_BERT;
     for (int step = 0; step < 10; step++) {
         spry_ctx_begin(ctx);
         spry_params_zero_grad(&m->params);
-        spry_tensor *loss = spry_model_loss(m, ctx, &tokens);
+        spry_encoder_batch eb = {0};
+        if (bert) bert_batch(ctx, ref, &tokens, &eb);
+        spry_tensor *loss = bert ? spry_bert_mlm_loss(m, ctx, &eb, NULL, 0) : spry_model_loss(m, ctx, &tokens);
         spry_backward(ctx, loss);
         CHECK(spry_ctx_status(ctx) == SPRY_OK);
         float l = ((float *)loss->data)[0];
         if (step == 0) {
             // logits (a forward without tape), loss and every gradient before any update
             spry_ctx_set_grad(ctx, false);
-            spry_tensor *ids = spry_new(ctx, SPRY_DTYPE_I32, 2, SPRY_SHAPE(tokens.shape[0], tokens.shape[1] - 1));
-            for (int64_t b = 0; b < ids->shape[0]; b++)
-                for (int64_t t = 0; t < ids->shape[1]; t++)
-                    ((int32_t *)ids->data)[b * ids->shape[1] + t] = ((int32_t *)tokens.data)[b * tokens.shape[1] + t];
-            spry_tensor *logits = spry_model_forward(m, ctx, ids);
+            spry_tensor *logits;
+            if (bert) {
+                logits = spry_bert_logits(m, ctx, &eb, NULL, 0);
+            } else {
+                spry_tensor *ids = spry_new(ctx, SPRY_DTYPE_I32, 2, SPRY_SHAPE(tokens.shape[0], tokens.shape[1] - 1));
+                for (int64_t b = 0; b < ids->shape[0]; b++)
+                    for (int64_t t = 0; t < ids->shape[1]; t++)
+                        ((int32_t *)ids->data)[b * ids->shape[1] + t] = ((int32_t *)tokens.data)[b * tokens.shape[1] + t];
+                logits = spry_model_forward(m, ctx, ids);
+            }
             spry_ctx_set_grad(ctx, true);
             int64_t      n  = spry_tensor_numel(logits);
             const float *rl = ref_f32(ref, "logits");
@@ -107,7 +142,7 @@ static void check_arch(const char *dir, const char *arch) {
             for (int64_t i = 0; i < m->params.n_items; i++) {
                 spry_param *p = &m->params.items[i];
                 char        name[128];
-                snprintf(name, sizeof name, "grad.transformer.%s", p->t.name);
+                ref_name(m, "grad.", p->t.name, name, sizeof name);
                 const float *rg = ref_f32(ref, name);
                 if (!rg) continue;
                 double ge = compare(&p->grad_t, rg, spry_model_param_is_conv1d(m, p->t.name));
@@ -126,7 +161,7 @@ static void check_arch(const char *dir, const char *arch) {
     for (int64_t i = 0; i < m->params.n_items; i++) {
         spry_param *p = &m->params.items[i];
         char        name[128];
-        snprintf(name, sizeof name, "adamw.final.transformer.%s", p->t.name);
+        ref_name(m, "adamw.final.", p->t.name, name, sizeof name);
         const float *rf = ref_f32(ref, name);
         if (!rf) continue;
         double d = max_abs(&p->t, rf, spry_model_param_is_conv1d(m, p->t.name));
@@ -154,5 +189,6 @@ int main(void) {
     fclose(f);
     check_arch(dir, "gpt2");
     check_arch(dir, "bloom");
+    check_arch(dir, "bert");
     return check_exit();
 }

@@ -1,10 +1,13 @@
 /*
- * model.h -- decoder-only transformer language models: GPT-2 and BLOOM.
+ * model.h -- transformer language models: the decoders GPT-2 and BLOOM, and the BERT encoder
+ * with its masked-LM head (Hugging Face's BertForMaskedLM).
  *
  * A model is a config, a parameter store (flat buffers, Hugging Face names without the
  * "transformer." prefix) and per-layer views into it. Linear weights are kept (out, in) like
  * torch.nn.Linear; GPT-2's Conv1D weights are (in, out) in Hugging Face files and are transposed
  * on load and save. Models are described by a Hugging Face config.json and stored as safetensors.
+ * BERT's names are Hugging Face's without the "bert." prefix ("embeddings.*", "encoder.layer.N.*")
+ * and its head's "cls.predictions.*" as they are.
  */
 #ifndef SPRY_MODEL_H
 #define SPRY_MODEL_H
@@ -19,12 +22,14 @@
 typedef enum spry_arch {
     SPRY_ARCH_GPT2 = 0, // learned positions, [q|k|v] QKV
     SPRY_ARCH_BLOOM,    // ALiBi, embedding LayerNorm, per-head fused QKV
+    SPRY_ARCH_BERT,     // encoder: bidirectional, post-LayerNorm, separate q/k/v, exact GELU, MLM head
 } spry_arch;
 
 typedef struct spry_model_config {
     spry_arch arch;
     int64_t   vocab_size;
-    int64_t   n_positions; // GPT-2 only (0 for BLOOM)
+    int64_t   n_positions; // GPT-2 and BERT (0 for BLOOM)
+    int64_t   type_vocab_size; // BERT's token types (2), else 0
     int64_t   n_embd;      // C
     int64_t   n_layer;     // L
     int64_t   n_head;      // H
@@ -37,7 +42,12 @@ typedef struct spry_model_config {
 // A GPT-2 config with the given sizes and Hugging Face defaults for the rest.
 spry_model_config spry_model_config_gpt2(int64_t vocab, int64_t n_pos, int64_t C, int64_t L,
                                          int64_t H);
-// Reads a Hugging Face config.json (model_type "gpt2" or "bloom"). Errors name the file, key and
+// A BERT config (BertConfig's defaults for the rest: exact GELU, LayerNorm eps 1e-12, 2 types).
+spry_model_config spry_model_config_bert(int64_t vocab, int64_t n_pos, int64_t C, int64_t L,
+                                         int64_t H);
+// The Hugging Face model_type of an architecture: "gpt2", "bloom" or "bert".
+const char *spry_model_arch_name(spry_arch arch);
+// Reads a Hugging Face config.json (model_type "gpt2", "bloom" or "bert"). Errors name the file, key and
 // value (SPRY_ERR_IO, SPRY_ERR_FORMAT, SPRY_ERR_CONFIG).
 spry_status spry_model_config_load(const char *path, spry_model_config *cfg);
 // Writes a Hugging Face config.json (temporary name + rename).
@@ -45,9 +55,12 @@ spry_status spry_model_config_save(const spry_model_config *cfg, const char *pat
 // Checks sizes (positive, C divisible by H, ...). SPRY_ERR_CONFIG with the field on failure.
 spry_status spry_model_config_validate(const spry_model_config *cfg);
 
+// A block's parameters. GPT-2/BLOOM (pre-LN) use qkv; BERT (post-LN) uses q/k/v, and its ln1 is
+// attention.output.LayerNorm (after the attention residual), ln2 output.LayerNorm.
 typedef struct spry_block {
     spry_tensor *ln1_w, *ln1_b;   // (C)
-    spry_tensor *qkv_w, *qkv_b;   // (3C, C), (3C)
+    spry_tensor *qkv_w, *qkv_b;   // (3C, C), (3C); NULL for BERT
+    spry_tensor *q_w, *q_b, *k_w, *k_b, *v_w, *v_b; // (C, C), (C) each; BERT only
     spry_tensor *proj_w, *proj_b; // (C, C), (C)
     spry_tensor *ln2_w, *ln2_b;   // (C)
     spry_tensor *fc_w, *fc_b;     // (I, C), (I)
@@ -58,9 +71,14 @@ typedef struct spry_model {
     spry_model_config cfg;
     spry_params       params;
     spry_tensor      *wte;                  // (V, C), tied with the LM head
-    spry_tensor      *wpe;                  // (P, C) GPT-2, else NULL
-    spry_tensor      *emb_ln_w, *emb_ln_b;  // (C) BLOOM, else NULL
-    spry_tensor      *lnf_w, *lnf_b;        // (C)
+    spry_tensor      *wpe;                  // (P, C) GPT-2 and BERT, else NULL
+    spry_tensor      *wtt;                  // (type_vocab_size, C) BERT, else NULL
+    spry_tensor      *emb_ln_w, *emb_ln_b;  // (C) BLOOM and BERT, else NULL
+    spry_tensor      *lnf_w, *lnf_b;        // (C) GPT-2 and BLOOM, else NULL
+    // BERT's MLM head: logits = LN(gelu(x W^T + b)) wte^T + mlm_bias
+    spry_tensor      *mlm_w, *mlm_b;        // (C, C), (C)
+    spry_tensor      *mlm_ln_w, *mlm_ln_b;  // (C)
+    spry_tensor      *mlm_bias;             // (V)
     spry_block       *blocks;               // (L)
 } spry_model;
 
@@ -68,7 +86,8 @@ typedef struct spry_model {
 spry_status spry_model_init(const spry_model_config *cfg, spry_model **out);
 void        spry_model_free(spry_model *m);
 // GPT-2 / BLOOM initialization: weights N(0, init_std), residual projections
-// N(0, init_std / sqrt(2 L)) (GPT-2 paper), biases 0, LayerNorm weight 1. Counter-based RNG:
+// N(0, init_std / sqrt(2 L)) (GPT-2 paper), biases 0, LayerNorm weight 1. BERT: every weight
+// N(0, init_std) (BertPreTrainedModel._init_weights). Counter-based RNG:
 // the result depends only on the seed.
 void spry_model_init_weights(spry_model *m, uint64_t seed);
 
@@ -99,6 +118,26 @@ spry_tensor *spry_model_loss(spry_model *m, spry_ctx *ctx, const spry_tensor *to
 spry_tensor *spry_model_forward_ex(spry_model *m, spry_ctx *ctx, spry_tensor *ids,
                                    const spry_token_route *routes, int64_t n_routes);
 spry_tensor *spry_model_loss_ex(spry_model *m, spry_ctx *ctx, const spry_tensor *tokens,
+                                const spry_token_route *routes, int64_t n_routes);
+
+// An encoder (BERT) batch. Inputs are right-padded: row b's real tokens are [0, key_len[b]),
+// which is what Hugging Face's attention_mask of ones then zeros says.
+typedef struct spry_encoder_batch {
+    spry_tensor *ids;         // I32 (B, T) input ids (with [MASK]s for MLM)
+    spry_tensor *labels;      // I32 (B, T) MLM targets, < 0 ignored (HF's -100); loss only
+    spry_tensor *token_types; // I32 (B, T) in [0, type_vocab_size), or NULL (all 0)
+    spry_tensor *key_len;     // I32 (B) real lengths in [1, T], or NULL (all T)
+} spry_encoder_batch;
+
+// BERT MLM logits (B, T, V) for every position (padded ones included, as Hugging Face computes
+// them). Routes as in spry_model_forward_ex: a routed encoder layer attends among its kept tokens
+// that are real (the attention mask gathered on both axes: with right padding the kept real
+// tokens are a prefix of the kept ones). T > n_positions sets the sticky SPRY_ERR_ARG.
+spry_tensor *spry_bert_logits(spry_model *m, spry_ctx *ctx, const spry_encoder_batch *b,
+                              const spry_token_route *routes, int64_t n_routes);
+// BERT masked-LM loss: mean cross entropy over positions with labels >= 0, shape (1); the head
+// runs only on those positions. No labelled position sets the sticky SPRY_ERR_ARG.
+spry_tensor *spry_bert_mlm_loss(spry_model *m, spry_ctx *ctx, const spry_encoder_batch *b,
                                 const spry_token_route *routes, int64_t n_routes);
 
 // True when parameter `name` (internal name) is stored transposed on disk (GPT-2's Conv1D).

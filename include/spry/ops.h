@@ -22,7 +22,7 @@
 #include "spry/tensor.h"
 
 #define SPRY_MAX_SRC    4
-#define SPRY_MAX_SAVED  3
+#define SPRY_MAX_SAVED  4
 #define SPRY_MAX_PARAMS 4
 
 typedef struct spry_ctx  spry_ctx;
@@ -109,6 +109,8 @@ spry_tensor *spry_layernorm(spry_ctx *ctx, spry_tensor *x, spry_tensor *w, spry_
                             float eps);
 // GELU, tanh approximation (torch.nn.functional.gelu(x, approximate="tanh")).
 spry_tensor *spry_gelu(spry_ctx *ctx, spry_tensor *x);
+// GELU, exact: x Phi(x) (torch.nn.functional.gelu(x), BERT's "gelu").
+spry_tensor *spry_gelu_erf(spry_ctx *ctx, spry_tensor *x);
 // Softmax over the last dim.
 spry_tensor *spry_softmax(spry_ctx *ctx, spry_tensor *x);
 
@@ -128,6 +130,11 @@ typedef struct spry_attn_params {
     // slope_h * (pos[j] - pos[i]); the causal mask stays j <= i (the order of the rows). NULL
     // means 0..T-1. Ignored without alibi.
     const spry_tensor *pos;
+    // I32 (B) or NULL: row b attends only to keys j < key_len[b], 1 <= key_len[b] <= T -- an
+    // encoder's right padding (BERT's attention_mask, whose masked keys get zero probability).
+    // Query rows past key_len[b] are computed all the same (their outputs are the model's to
+    // ignore). NULL: all T keys (with causal: j <= i).
+    const spry_tensor *key_len;
 } spry_attn_params;
 
 // Multi-head scaled dot-product attention, fused: qkv (B, T, 3*C) -> (B, T, C), heads
@@ -156,6 +163,9 @@ spry_tensor *spry_gather_rows(spry_ctx *ctx, spry_tensor *x, spry_tensor *idx);
 // Token-axis scatter (overwrite): out = x with out[b, idx[b,k], :] = y[b, k, :]. Indices within a
 // row must be distinct. x (B, T, C), idx (B, K), y (B, K, C) -> (B, T, C).
 spry_tensor *spry_scatter_rows(spry_ctx *ctx, spry_tensor *x, spry_tensor *idx, spry_tensor *y);
+// Concatenation along the last dim (torch.cat(xs, dim=-1)): n (1..SPRY_MAX_SRC) contiguous F32
+// tensors with equal leading dims -> (..., sum of last dims).
+spry_tensor *spry_concat(spry_ctx *ctx, spry_tensor *const *xs, int n);
 // Same data, new shape (numel must match).
 spry_tensor *spry_reshape(spry_ctx *ctx, spry_tensor *x, int ndim, const int64_t *shape);
 

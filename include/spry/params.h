@@ -41,7 +41,7 @@ void spry_params_init(spry_params *p);
 void spry_params_free(spry_params *p);
 
 // Declares a parameter before alloc; returns its index or a negative status on OOM. The name is
-// copied (truncated to 47 chars). Asserts that alloc has not happened yet.
+// copied (truncated to 63 chars). Asserts that alloc has not happened yet.
 int64_t spry_params_add(spry_params *p, const char *name, int ndim, const int64_t *shape,
                         uint32_t pflags);
 // Allocates values and grads (both zeroed, 64-byte aligned) and points the tensors at them.

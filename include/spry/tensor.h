@@ -31,7 +31,7 @@ typedef struct spry_tensor {
     void               *data;
     struct spry_tensor *grad;  // f32, same shape, contiguous; NULL until needed
     uint32_t            flags;
-    char                name[48];
+    char                name[64];
 } spry_tensor;
 
 // Number of elements.

@@ -1,19 +1,25 @@
 #!/usr/bin/python3
 """gen_models.py - reference models and training traces for spry's reference tests.
 
-    /usr/bin/python3 scripts/ref/gen_models.py --out DIR [--arch gpt2|bloom|all]
+    /usr/bin/python3 scripts/ref/gen_models.py --out DIR [--arch gpt2|bloom|bert|all]
 
-Builds tiny GPT-2 and BLOOM models in plain PyTorch (no `transformers`) that reproduce
-Hugging Face's GPT2LMHeadModel and BloomForCausalLM exactly: same parameter names
-(with the "transformer." prefix, as save_pretrained writes them; the tied lm_head is
-not written), same layouts (GPT-2 Conv1D weights are [in, out], BLOOM nn.Linear
-weights are [out, in]), same arithmetic. For each arch it writes DIR/<arch>/:
+Builds tiny GPT-2, BLOOM and BERT models in plain PyTorch (no `transformers`) that
+reproduce Hugging Face's GPT2LMHeadModel, BloomForCausalLM and BertForMaskedLM exactly:
+same parameter names (with the "transformer." / "bert." prefix, as save_pretrained
+writes them; the tied lm_head / MLM decoder is not written), same layouts (GPT-2 Conv1D
+weights are [in, out], BLOOM and BERT nn.Linear weights are [out, in]), same
+arithmetic. For each arch it writes DIR/<arch>/:
 
     config.json        Hugging Face style config
     model.safetensors  the initial weights, F32
     ref.safetensors    tokens, logits, loss, grad.<param>, hidden.*, greedy (a 4-token prompt and
-                       20 greedy tokens, no cache), and a 10-step
+                       20 greedy tokens, no cache; causal archs only), and a 10-step
                        AdamW trace (adamw.losses, adamw.grad_norms, adamw.final.<param>)
+
+gpt2 and bloom are causal LMs trained on next-token prediction of `tokens`; bert is a
+masked LM: its batch also holds attention_mask (row 1 ends in padding), token_type_ids
+and labels (-100 = not counted), and the loss is the MLM cross entropy over the labelled
+positions.
 
 The weights are initialised in float32 (so model.safetensors is the exact start
 point), then the model is cast to float64 and every reference value is computed in
@@ -46,6 +52,12 @@ STEPS = 10
 
 GPT2_CONFIG = dict(vocab_size=101, n_positions=32, n_embd=30, n_layer=2, n_head=3)
 BLOOM_CONFIG = dict(vocab_size=97, hidden_size=36, n_layer=2, n_head=6)
+BERT_CONFIG = dict(vocab_size=103, hidden_size=30, num_hidden_layers=2, num_attention_heads=3,
+                   intermediate_size=44, max_position_embeddings=32, type_vocab_size=2,
+                   layer_norm_eps=1e-12)
+BERT_PAD = 2                       # row 1: the last 2 positions are padding (attention_mask 0)
+BERT_TYPE1_FROM = 3                # row 1: token_type_ids 0 for t < 3, then 1 (row 0: all 0)
+BERT_LABELED = [(0, 1), (0, 4), (0, 6), (1, 0), (1, 2), (1, 3)]   # (b, t) with a label
 
 
 # ----------------------------------------------------------------------------- GPT-2
@@ -287,6 +299,180 @@ class BloomForCausalLM(nn.Module):
         return F.linear(h, self.transformer.word_embeddings.weight)   # tied lm_head
 
 
+# ----------------------------------------------------------------------------- BERT
+
+class BertEmbeddings(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        C = c["hidden_size"]
+        # HF: padding_idx=pad_token_id, so lookups of token 0 give no gradient to row 0
+        # (row 0 still gets the tied decoder's gradient)
+        self.word_embeddings = nn.Embedding(c["vocab_size"], C, padding_idx=c.get("pad_token_id", 0))
+        self.position_embeddings = nn.Embedding(c["max_position_embeddings"], C)
+        self.token_type_embeddings = nn.Embedding(c["type_vocab_size"], C)
+        self.LayerNorm = nn.LayerNorm(C, eps=c["layer_norm_eps"])
+
+    def forward(self, idx, token_type_ids):
+        t = idx.size(1)
+        pos = torch.arange(t, device=idx.device)[None, :]
+        # HF's order: (word + token_type) + position
+        x = self.word_embeddings(idx) + self.token_type_embeddings(token_type_ids)
+        x = x + self.position_embeddings(pos)
+        return self.LayerNorm(x)
+
+
+class BertSelfAttention(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        C = c["hidden_size"]
+        self.n_head = c["num_attention_heads"]
+        self.head_dim = C // self.n_head
+        self.query = nn.Linear(C, C)
+        self.key = nn.Linear(C, C)
+        self.value = nn.Linear(C, C)
+
+    def forward(self, x, ext_mask):
+        b, t, C = x.shape
+        h, d = self.n_head, self.head_dim
+        q = self.query(x).view(b, t, h, d).permute(0, 2, 1, 3)
+        k = self.key(x).view(b, t, h, d).permute(0, 2, 1, 3)
+        v = self.value(x).view(b, t, h, d).permute(0, 2, 1, 3)
+        scores = torch.matmul(q, k.transpose(-1, -2))
+        scores = scores / math.sqrt(d)
+        scores = scores + ext_mask                        # (b, 1, 1, t): 0 or finfo.min
+        probs = F.softmax(scores, dim=-1)
+        ctx = torch.matmul(probs, v).permute(0, 2, 1, 3).contiguous()
+        return ctx.view(b, t, C)
+
+
+class BertSelfOutput(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        C = c["hidden_size"]
+        self.dense = nn.Linear(C, C)
+        self.LayerNorm = nn.LayerNorm(C, eps=c["layer_norm_eps"])
+
+    def forward(self, h, residual):
+        return self.LayerNorm(self.dense(h) + residual)
+
+
+class BertAttention(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.self = BertSelfAttention(c)
+        self.output = BertSelfOutput(c)
+
+    def forward(self, x, ext_mask):
+        return self.output(self.self(x, ext_mask), x)
+
+
+class BertIntermediate(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.dense = nn.Linear(c["hidden_size"], c["intermediate_size"])
+
+    def forward(self, x):
+        return F.gelu(self.dense(x))                      # hidden_act "gelu": exact erf GELU
+
+
+class BertOutput(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        C = c["hidden_size"]
+        self.dense = nn.Linear(c["intermediate_size"], C)
+        self.LayerNorm = nn.LayerNorm(C, eps=c["layer_norm_eps"])
+
+    def forward(self, h, residual):
+        return self.LayerNorm(self.dense(h) + residual)
+
+
+class BertLayer(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.attention = BertAttention(c)
+        self.intermediate = BertIntermediate(c)
+        self.output = BertOutput(c)
+
+    def forward(self, x, ext_mask):
+        # post-LayerNorm: a = LN1(x + attn(x)); out = LN2(a + mlp(a))
+        a = self.attention(x, ext_mask)
+        return self.output(self.intermediate(a), a)
+
+
+class BertEncoder(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.layer = nn.ModuleList([BertLayer(c) for _ in range(c["num_hidden_layers"])])
+
+
+class BertModel(nn.Module):
+    """BertModel(add_pooling_layer=False), as BertForMaskedLM builds it."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.embeddings = BertEmbeddings(c)
+        self.encoder = BertEncoder(c)
+
+    def forward(self, idx, attention_mask=None, token_type_ids=None, acts=None):
+        if attention_mask is None:
+            attention_mask = torch.ones_like(idx)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(idx)
+        x = self.embeddings(idx, token_type_ids)
+        if acts is not None:
+            acts["hidden.embed"] = x
+        # HF get_extended_attention_mask: (1 - mask[:, None, None, :]) * finfo(dtype).min
+        ext = attention_mask[:, None, None, :].to(dtype=x.dtype)
+        ext = (1.0 - ext) * torch.finfo(x.dtype).min
+        for i, blk in enumerate(self.encoder.layer):
+            x = blk(x, ext)
+            if acts is not None:
+                acts[f"hidden.h.{i}"] = x
+        return x
+
+
+class BertPredictionHeadTransform(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        C = c["hidden_size"]
+        self.dense = nn.Linear(C, C)
+        self.LayerNorm = nn.LayerNorm(C, eps=c["layer_norm_eps"])
+
+    def forward(self, x):
+        return self.LayerNorm(F.gelu(self.dense(x)))
+
+
+class BertLMPredictionHead(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.transform = BertPredictionHeadTransform(c)
+        # the decoder is Linear(C, V) with weight tied to word_embeddings and bias = self.bias:
+        # no module of its own here, so each tensor is one parameter
+        self.bias = nn.Parameter(torch.zeros(c["vocab_size"]))
+
+
+class BertOnlyMLMHead(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(c)
+
+
+class BertForMaskedLM(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.config = c
+        self.bert = BertModel(c)
+        self.cls = BertOnlyMLMHead(c)
+
+    def forward(self, idx, attention_mask=None, token_type_ids=None, acts=None):
+        x = self.bert(idx, attention_mask, token_type_ids, acts)
+        pred = self.cls.predictions
+        h = pred.transform(x)
+        if acts is not None:
+            acts["hidden.mlm"] = h
+        return F.linear(h, self.bert.embeddings.word_embeddings.weight, pred.bias)   # tied decoder
+
+
 # ----------------------------------------------------------------------------- shared
 
 def init_params(model, std=0.02):
@@ -313,6 +499,12 @@ def lm_loss(logits, targets):
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
 
 
+def mlm_loss(logits, labels):
+    """HF BertForMaskedLM: mean cross entropy over the positions with labels != -100."""
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
+                           ignore_index=-100)
+
+
 def hf_config(arch, c):
     if arch == "gpt2":
         return {
@@ -325,6 +517,19 @@ def hf_config(arch, c):
             "reorder_and_upcast_attn": False, "resid_pdrop": 0.0,
             "scale_attn_by_inverse_layer_idx": False, "scale_attn_weights": True,
             "tie_word_embeddings": True, "torch_dtype": "float32", "use_cache": True,
+            "vocab_size": c["vocab_size"],
+        }
+    if arch == "bert":
+        return {
+            "architectures": ["BertForMaskedLM"], "attention_probs_dropout_prob": 0.0,
+            "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
+            "hidden_size": c["hidden_size"], "initializer_range": 0.02,
+            "intermediate_size": c["intermediate_size"], "layer_norm_eps": c["layer_norm_eps"],
+            "max_position_embeddings": c["max_position_embeddings"], "model_type": "bert",
+            "num_attention_heads": c["num_attention_heads"],
+            "num_hidden_layers": c["num_hidden_layers"], "pad_token_id": 0,
+            "position_embedding_type": "absolute", "tie_word_embeddings": True,
+            "torch_dtype": "float32", "type_vocab_size": c["type_vocab_size"],
             "vocab_size": c["vocab_size"],
         }
     return {
@@ -341,41 +546,76 @@ def f32(t):
     return t.detach().to(torch.float32).contiguous()
 
 
+def causal_batch(c):
+    """gpt2/bloom: input tokens[:, :T], targets tokens[:, 1:]."""
+    tokens = torch.randint(0, c["vocab_size"], (B, T + 1), dtype=torch.int64)
+    return ({"tokens": tokens},
+            lambda model, acts=None: model(tokens[:, :T], acts),
+            lambda logits: lm_loss(logits, tokens[:, 1:]))
+
+
+def bert_batch(c):
+    """bert: tokens (B,T), attention_mask (row 1 padded at the end), token_type_ids (row 1
+    switches to type 1), labels (-100 but at BERT_LABELED, never on a padded position)."""
+    V = c["vocab_size"]
+    tokens = torch.randint(0, V, (B, T), dtype=torch.int64)
+    attention_mask = torch.ones(B, T, dtype=torch.int64)
+    attention_mask[1, T - BERT_PAD:] = 0
+    token_type_ids = torch.zeros(B, T, dtype=torch.int64)
+    token_type_ids[1, BERT_TYPE1_FROM:] = 1
+    labels = torch.full((B, T), -100, dtype=torch.int64)
+    vals = torch.randint(0, V, (len(BERT_LABELED),), dtype=torch.int64)
+    for (b, t), v in zip(BERT_LABELED, vals.tolist()):
+        assert attention_mask[b, t] == 1, "labelled a padded position"
+        labels[b, t] = v
+    batch = {"tokens": tokens, "attention_mask": attention_mask,
+             "token_type_ids": token_type_ids, "labels": labels}
+    return (batch,
+            lambda model, acts=None: model(tokens, attention_mask, token_type_ids, acts),
+            lambda logits: mlm_loss(logits, labels))
+
+
+ARCHS = {   # arch -> (config, model class, batch builder)
+    "gpt2": (GPT2_CONFIG, lambda c: GPT2LMHeadModel(c), causal_batch),
+    "bloom": (BLOOM_CONFIG, lambda c: BloomForCausalLM(c), causal_batch),
+    "bert": (BERT_CONFIG, lambda c: BertForMaskedLM(c), bert_batch),
+}
+
+
 def generate(arch, out_dir):
     torch.manual_seed(SEED)
-    if arch == "gpt2":
-        c = dict(GPT2_CONFIG)
-        model = GPT2LMHeadModel(c)
-    else:
-        c = dict(BLOOM_CONFIG)
-        model = BloomForCausalLM(c)
+    config, make_model, make_batch = ARCHS[arch]
+    c = dict(config)
+    model = make_model(c)
     init_params(model)
-    V = c["vocab_size"]
-    tokens = torch.randint(0, V, (B, T + 1), dtype=torch.int64)
+    batch, forward, loss_fn = make_batch(c)
+    tokens = batch["tokens"]
     names = [n for n, _ in model.named_parameters()]
     init_state = {n: f32(p) for n, p in model.named_parameters()}
 
     # f32 pass, only to report how far a float32 implementation lands from the ref
-    logits32 = model(tokens[:, :T])
-    loss32 = lm_loss(logits32, tokens[:, 1:])
+    logits32 = forward(model)
+    loss32 = loss_fn(logits32)
     loss32.backward()
     grads32 = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
 
     model.double()
-    ref = {"tokens": tokens.to(torch.int32)}
+    ref = {k: v.to(torch.int32) for k, v in batch.items()}
     acts = {}
-    logits = model(tokens[:, :T], acts)
-    loss = lm_loss(logits, tokens[:, 1:])
+    logits = forward(model, acts)
+    loss = loss_fn(logits)
     loss.backward()
     ref["logits"] = f32(logits)
-    # greedy continuation with the initial weights: the whole sequence at every step (no cache)
-    with torch.no_grad():
-        seq = tokens[0:1, :GREEDY_PROMPT].clone()
-        for _ in range(GREEDY_NEW):
-            nxt = model(seq)[:, -1].argmax(-1, keepdim=True)
-            seq = torch.cat([seq, nxt], dim=1)
-    ref["greedy"] = seq[0].to(torch.int32)
+    if arch != "bert":
+        # greedy continuation with the initial weights: the whole sequence at every step
+        # (no cache)
+        with torch.no_grad():
+            seq = tokens[0:1, :GREEDY_PROMPT].clone()
+            for _ in range(GREEDY_NEW):
+                nxt = model(seq)[:, -1].argmax(-1, keepdim=True)
+                seq = torch.cat([seq, nxt], dim=1)
+        ref["greedy"] = seq[0].to(torch.int32)
     ref["loss"] = f32(loss.reshape(1))
     for k, v in acts.items():
         ref[k] = f32(v)
@@ -384,9 +624,12 @@ def generate(arch, out_dir):
     for n, p in model.named_parameters():
         ref["grad." + n] = f32(p.grad)
 
+    # denominator floored at 1e-6 of the largest gradient: some gradients are exactly zero
+    # in exact arithmetic (BERT's attention key bias: softmax ignores a per-query shift)
+    gmax = max(p.grad.abs().max().item() for p in model.parameters())
     err = {"logits": (logits32.double() - logits).abs().max().item(),
            "grad": max(((grads32[n].double() - p.grad).abs().max()
-                        / p.grad.abs().max().clamp_min(1e-30)).item()
+                        / p.grad.abs().max().clamp_min(max(1e-30, 1e-6 * gmax))).item()
                        for n, p in model.named_parameters())}
 
     # AdamW trace: 10 steps on the same batch, float64
@@ -396,7 +639,7 @@ def generate(arch, out_dir):
     losses, norms = [], []
     for _ in range(STEPS):
         opt.zero_grad(set_to_none=True)
-        l = lm_loss(model(tokens[:, :T]), tokens[:, 1:])
+        l = loss_fn(forward(model))
         l.backward()
         norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP).item())
         opt.step()
@@ -406,10 +649,18 @@ def generate(arch, out_dir):
     for n, p in model.named_parameters():
         ref["adamw.final." + n] = f32(p)
 
+    if arch == "bert":
+        io = {"input": "tokens, attention_mask, token_type_ids (all [batch, seq])",
+              "targets": "labels (-100 = ignored; labelled at %s)"
+                         % ",".join("(%d,%d)" % bt for bt in BERT_LABELED),
+              "loss": "masked-LM cross entropy, mean over positions with labels != -100"}
+    else:
+        io = {"input": "tokens[:, :seq]", "targets": "tokens[:, 1:]",
+              "loss": "mean cross entropy"}
     meta = {
         "arch": arch, "seed": str(SEED), "batch": str(B), "seq": str(T),
         "compute_dtype": "float64", "torch": torch.__version__,
-        "input": "tokens[:, :seq]", "targets": "tokens[:, 1:]", "loss": "mean cross entropy",
+        "input": io["input"], "targets": io["targets"], "loss": io["loss"],
         "optimizer": "torch.optim.AdamW", "lr": repr(ADAMW["lr"]),
         "betas": "%r,%r" % ADAMW["betas"], "eps": repr(ADAMW["eps"]),
         "weight_decay": repr(ADAMW["weight_decay"]),
@@ -420,6 +671,9 @@ def generate(arch, out_dir):
         "adamw.grad_norms": "global grad norm before clipping, each step",
         "params": ",".join(names),
     }
+    if arch == "bert":
+        meta["hidden"] = ("hidden.embed: after the embedding LayerNorm; hidden.h.i: output of "
+                          "layer i; hidden.mlm: MLM transform output after its LayerNorm")
     d = os.path.join(out_dir, arch)
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "config.json"), "w") as f:
@@ -439,11 +693,11 @@ def generate(arch, out_dir):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--arch", default="all", choices=["gpt2", "bloom", "all"])
+    ap.add_argument("--arch", default="all", choices=["gpt2", "bloom", "bert", "all"])
     ap.add_argument("-q", "--quiet", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(1)   # same reduction order everywhere
-    archs = ["gpt2", "bloom"] if a.arch == "all" else [a.arch]
+    archs = ["gpt2", "bloom", "bert"] if a.arch == "all" else [a.arch]
     for arch in archs:
         t0 = time.time()
         c, err, losses, norms = generate(arch, a.out)

@@ -418,6 +418,8 @@ spry_status spry_engine_init(spry_model *m, const spry_engine_params *pp, spry_e
     *out                       = NULL;
     const spry_model_config *c = &m->cfg;
     spry_engine_params       p = *pp;
+    if (c->arch == SPRY_ARCH_BERT)
+        return spry_errorf(SPRY_ERR_UNSUPPORTED, "a BERT model is an encoder: it does not generate text (gpt2 or bloom)");
     if (p.n_ctx == 0) p.n_ctx = c->arch == SPRY_ARCH_GPT2 ? c->n_positions : 2048;
     if (p.block_tokens == 0) p.block_tokens = 16;
     if (p.max_seqs == 0) p.max_seqs = 32;

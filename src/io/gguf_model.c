@@ -385,6 +385,8 @@ static spry_status export_model(spry_gguf_writer *w, const spry_model *m, const 
 spry_status spry_gguf_export_model(const spry_model *m, const char *path,
                                    const spry_gguf_export_params *p) {
     spry_gguf_export_params def = spry_gguf_export_params_default();
+    if (m->cfg.arch == SPRY_ARCH_BERT)
+        return spry_errorf(SPRY_ERR_UNSUPPORTED, "%s: GGUF export supports gpt2 and bloom, not bert", path);
     if (!p)
         p = &def;
     spry_gguf_writer *w;

@@ -1,7 +1,8 @@
 /*
- * hf_checkpoint.c -- GPT-2 / BLOOM weights in Hugging Face's safetensors layout (see
- * hf_checkpoint.h): names with or without the "transformer." prefix, f32/bf16/f16 on read,
- * GPT-2's Conv1D weights (in, out) on disk and (out, in) in memory.
+ * hf_checkpoint.c -- GPT-2 / BLOOM / BERT weights in Hugging Face's safetensors layout (see
+ * hf_checkpoint.h): names with or without the "transformer." (BERT: "bert.") prefix, f32/bf16/f16
+ * on read, GPT-2's Conv1D weights (in, out) on disk and (out, in) in memory. BERT's MLM head
+ * ("cls.predictions.*") has no prefix; its decoder is tied to the word embeddings and not stored.
  */
 #include "spry/hf_checkpoint.h"
 
@@ -31,6 +32,16 @@ static int64_t list_params(const spry_model *m, named_param *out) {
         out[n++] = (named_param){.name = t->name, .t = (spry_tensor *)t, .conv1d = conv};
     }
     return n;
+}
+
+// The name a parameter has in a Hugging Face file (save_pretrained's prefixes).
+static void file_name(const spry_model *m, const char *name, char *buf, size_t n) {
+    if (m->cfg.arch != SPRY_ARCH_BERT)
+        snprintf(buf, n, "transformer.%s", name);
+    else if (!strncmp(name, "cls.", 4))
+        snprintf(buf, n, "%s", name);
+    else
+        snprintf(buf, n, "bert.%s", name);
 }
 
 static float load_elem(const spry_st_tensor_info *info, int64_t i) {
@@ -63,7 +74,7 @@ static spry_status load_from(spry_model *m, spry_safetensors *const *files, int 
     spry_status rc = SPRY_OK;
     for (int64_t i = 0; i < n && !rc; i++) {
         char full[96];
-        snprintf(full, sizeof full, "transformer.%s", ps[i].name);
+        file_name(m, ps[i].name, full, sizeof full);
         const spry_st_tensor_info *info = NULL;
         for (int f = 0; f < n_files && !info; f++) {
             info = spry_safetensors_find(files[f], full);
@@ -160,7 +171,7 @@ spry_status spry_model_save_weights(const spry_model *m, const char *path) {
     int64_t        n     = rc ? 0 : list_params(m, ps);
     for (int64_t i = 0; i < n && !rc; i++) {
         const spry_tensor *t = ps[i].t;
-        snprintf(names[i], sizeof names[i], "transformer.%s", ps[i].name);
+        file_name(m, ps[i].name, names[i], sizeof names[i]);
         const void *data = t->data;
         shapes[i][0] = t->shape[0];
         shapes[i][1] = t->ndim == 2 ? t->shape[1] : 0;

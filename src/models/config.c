@@ -1,7 +1,9 @@
 /*
- * config.c -- Hugging Face config.json for GPT-2 and BLOOM (transformers' GPT2Config and
- * BloomConfig key names: n_embd/n_layer/n_head/n_positions/n_inner/layer_norm_epsilon for GPT-2,
- * hidden_size/n_layer/n_head/layer_norm_epsilon for BLOOM; n_inner null = 4 * C).
+ * config.c -- Hugging Face config.json for GPT-2, BLOOM and BERT (transformers' GPT2Config,
+ * BloomConfig and BertConfig key names: n_embd/n_layer/n_head/n_positions/n_inner/
+ * layer_norm_epsilon for GPT-2, hidden_size/n_layer/n_head/layer_norm_epsilon for BLOOM,
+ * hidden_size/num_hidden_layers/num_attention_heads/intermediate_size/max_position_embeddings/
+ * type_vocab_size/layer_norm_eps for BERT; n_inner null = 4 * C).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <cjson/cJSON.h>
@@ -21,6 +23,10 @@ spry_model_config spry_model_config_gpt2(int64_t vocab, int64_t n_pos, int64_t C
                                .layer_norm_eps = 1e-5f, .init_std = 0.02f};
 }
 
+const char *spry_model_arch_name(spry_arch arch) {
+    return arch == SPRY_ARCH_GPT2 ? "gpt2" : arch == SPRY_ARCH_BLOOM ? "bloom" : "bert";
+}
+
 spry_status spry_model_config_validate(const spry_model_config *c) {
     struct { const char *k; int64_t v; } pos[] = {
         {"vocab_size", c->vocab_size}, {"n_embd", c->n_embd}, {"n_layer", c->n_layer},
@@ -32,7 +38,10 @@ spry_status spry_model_config_validate(const spry_model_config *c) {
     if (c->n_embd % c->n_head)
         return spry_errorf(SPRY_ERR_CONFIG, "model config: n_embd = %lld is not divisible by n_head = %lld",
                            (long long)c->n_embd, (long long)c->n_head);
-    if (c->arch == SPRY_ARCH_GPT2 && (c->n_positions <= 0 || c->n_positions > (1 << 24)))
+    if (c->arch == SPRY_ARCH_BERT && (c->type_vocab_size <= 0 || c->type_vocab_size > (1 << 24)))
+        return spry_errorf(SPRY_ERR_CONFIG, "model config: type_vocab_size = %lld must be positive",
+                           (long long)c->type_vocab_size);
+    if (c->arch != SPRY_ARCH_BLOOM && (c->n_positions <= 0 || c->n_positions > (1 << 24)))
         return spry_errorf(SPRY_ERR_CONFIG, "model config: n_positions = %lld must be positive",
                            (long long)c->n_positions);
     if (!(c->layer_norm_eps > 0) || !(c->dropout >= 0 && c->dropout < 1))
@@ -79,7 +88,7 @@ spry_status spry_model_config_load(const char *path, spry_model_config *cfg) {
     cfg->layer_norm_eps = 1e-5f;
     cfg->init_std       = 0.02f;
     if (!cJSON_IsString(mt)) {
-        st = spry_errorf(SPRY_ERR_CONFIG, "%s: missing string \"model_type\" (gpt2 or bloom)", path);
+        st = spry_errorf(SPRY_ERR_CONFIG, "%s: missing string \"model_type\" (gpt2, bloom or bert)", path);
     } else if (!strcmp(mt->valuestring, "gpt2")) {
         cfg->arch = SPRY_ARCH_GPT2;
         if (!st) st = get_int(path, j, "vocab_size", &cfg->vocab_size, true);
@@ -103,11 +112,34 @@ spry_status spry_model_config_load(const char *path, spry_model_config *cfg) {
         const cJSON *post = cJSON_GetObjectItemCaseSensitive(j, "apply_residual_connection_post_layernorm");
         if (!st && cJSON_IsTrue(post))
             st = spry_errorf(SPRY_ERR_UNSUPPORTED, "%s: apply_residual_connection_post_layernorm = true is not supported", path);
+    } else if (!strcmp(mt->valuestring, "bert")) {
+        cfg->arch            = SPRY_ARCH_BERT;
+        cfg->layer_norm_eps  = 1e-12f;
+        cfg->type_vocab_size = 2;
+        if (!st) st = get_int(path, j, "vocab_size", &cfg->vocab_size, true);
+        if (!st) st = get_int(path, j, "hidden_size", &cfg->n_embd, true);
+        if (!st) st = get_int(path, j, "num_hidden_layers", &cfg->n_layer, true);
+        if (!st) st = get_int(path, j, "num_attention_heads", &cfg->n_head, true);
+        if (!st) st = get_int(path, j, "max_position_embeddings", &cfg->n_positions, true);
+        cfg->n_inner = 4 * cfg->n_embd;
+        if (!st) st = get_int(path, j, "intermediate_size", &cfg->n_inner, false);
+        if (!st) st = get_int(path, j, "type_vocab_size", &cfg->type_vocab_size, false);
+        if (!st) st = get_float(path, j, "hidden_dropout_prob", &cfg->dropout);
+        if (!st) st = get_float(path, j, "initializer_range", &cfg->init_std);
+        if (!st) st = get_float(path, j, "layer_norm_eps", &cfg->layer_norm_eps);
+        const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
+        const cJSON *pe  = cJSON_GetObjectItemCaseSensitive(j, "position_embedding_type");
+        if (!st && act && !(cJSON_IsString(act) && !strcmp(act->valuestring, "gelu")))
+            st = spry_errorf(SPRY_ERR_UNSUPPORTED, "%s: hidden_act = %s is not supported (gelu)", path,
+                             cJSON_IsString(act) ? act->valuestring : "(not a string)");
+        if (!st && pe && !(cJSON_IsString(pe) && !strcmp(pe->valuestring, "absolute")))
+            st = spry_errorf(SPRY_ERR_UNSUPPORTED, "%s: position_embedding_type = %s is not supported (absolute)",
+                             path, cJSON_IsString(pe) ? pe->valuestring : "(not a string)");
     } else {
-        st = spry_errorf(SPRY_ERR_CONFIG, "%s: model_type \"%s\" is not supported (gpt2, bloom)",
+        st = spry_errorf(SPRY_ERR_CONFIG, "%s: model_type \"%s\" is not supported (gpt2, bloom, bert)",
                          path, mt->valuestring);
     }
-    if (!st) st = get_float(path, j, "layer_norm_epsilon", &cfg->layer_norm_eps);
+    if (!st && cfg->arch != SPRY_ARCH_BERT) st = get_float(path, j, "layer_norm_epsilon", &cfg->layer_norm_eps);
     cJSON_Delete(j);
     if (!st) {
         st = spry_model_config_validate(cfg);
@@ -135,6 +167,21 @@ spry_status spry_model_config_save(const spry_model_config *c, const char *path)
         cJSON_AddNumberToObject(j, "resid_pdrop", c->dropout);
         cJSON_AddNumberToObject(j, "embd_pdrop", c->dropout);
         cJSON_AddNumberToObject(j, "attn_pdrop", 0.0);
+    } else if (c->arch == SPRY_ARCH_BERT) {
+        cJSON_AddItemToObject(j, "architectures", cJSON_CreateStringArray((const char *[]){"BertForMaskedLM"}, 1));
+        cJSON_AddStringToObject(j, "model_type", "bert");
+        cJSON_AddNumberToObject(j, "vocab_size", (double)c->vocab_size);
+        cJSON_AddNumberToObject(j, "hidden_size", (double)c->n_embd);
+        cJSON_AddNumberToObject(j, "num_hidden_layers", (double)c->n_layer);
+        cJSON_AddNumberToObject(j, "num_attention_heads", (double)c->n_head);
+        cJSON_AddNumberToObject(j, "intermediate_size", (double)c->n_inner);
+        cJSON_AddNumberToObject(j, "max_position_embeddings", (double)c->n_positions);
+        cJSON_AddNumberToObject(j, "type_vocab_size", (double)c->type_vocab_size);
+        cJSON_AddStringToObject(j, "hidden_act", "gelu");
+        cJSON_AddStringToObject(j, "position_embedding_type", "absolute");
+        cJSON_AddNumberToObject(j, "hidden_dropout_prob", c->dropout);
+        cJSON_AddNumberToObject(j, "attention_probs_dropout_prob", 0.0);
+        cJSON_AddNumberToObject(j, "layer_norm_eps", c->layer_norm_eps);
     } else {
         cJSON_AddItemToObject(j, "architectures", cJSON_CreateStringArray((const char *[]){"BloomForCausalLM"}, 1));
         cJSON_AddStringToObject(j, "model_type", "bloom");
@@ -146,7 +193,7 @@ spry_status spry_model_config_save(const spry_model_config *c, const char *path)
         cJSON_AddNumberToObject(j, "hidden_dropout", c->dropout);
         cJSON_AddNumberToObject(j, "attention_dropout", 0.0);
     }
-    cJSON_AddNumberToObject(j, "layer_norm_epsilon", c->layer_norm_eps);
+    if (c->arch != SPRY_ARCH_BERT) cJSON_AddNumberToObject(j, "layer_norm_epsilon", c->layer_norm_eps);
     cJSON_AddNumberToObject(j, "initializer_range", c->init_std);
     cJSON_AddBoolToObject(j, "tie_word_embeddings", 1);
     char *text = cJSON_Print(j);

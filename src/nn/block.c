@@ -1,6 +1,7 @@
 /*
- * block.c -- the pre-LayerNorm transformer block (see block.h). References: Radford et al.,
- * "Language Models are Unsupervised Multitask Learners" (GPT-2); BigScience, "BLOOM" (2022).
+ * block.c -- the pre-LayerNorm decoder block and the post-LayerNorm encoder block (see
+ * block.h). References: Radford et al., "Language Models are Unsupervised Multitask Learners"
+ * (GPT-2); BigScience, "BLOOM" (2022); Devlin et al., "BERT" (2019) and Hugging Face's BertLayer.
  */
 #include "block.h"
 
@@ -20,6 +21,25 @@ spry_tensor *spry_block_forward(spry_ctx *ctx, const spry_block *b, spry_tensor 
     spry_tensor_set_name(h, "blk.%d.mlp_act", il);
     h = spry_dropout(ctx, spry_linear(ctx, h, b->fc2_w, b->fc2_b), dropout);
     x = spry_add(ctx, x, h);
+    spry_tensor_set_name(x, "blk.%d.out", il);
+    return x;
+}
+
+spry_tensor *spry_encoder_block_forward(spry_ctx *ctx, const spry_block *b, spry_tensor *x,
+                                        const spry_attn_params *ap, float eps, float dropout, int il) {
+    spry_tensor *qkv = spry_concat(ctx, (spry_tensor *[]){spry_linear(ctx, x, b->q_w, b->q_b),
+                                                          spry_linear(ctx, x, b->k_w, b->k_b),
+                                                          spry_linear(ctx, x, b->v_w, b->v_b)}, 3); // (B, T, 3C)
+    spry_tensor_set_name(qkv, "blk.%d.qkv", il);
+    spry_tensor *a = spry_attention(ctx, qkv, *ap);                                  // (B, T, C)
+    spry_tensor_set_name(a, "blk.%d.attn", il);
+    a = spry_dropout(ctx, spry_linear(ctx, a, b->proj_w, b->proj_b), dropout);
+    x = spry_layernorm(ctx, spry_add(ctx, x, a), b->ln1_w, b->ln1_b, eps);
+    spry_tensor_set_name(x, "blk.%d.attn_out", il);
+    spry_tensor *h = spry_gelu_erf(ctx, spry_linear(ctx, x, b->fc_w, b->fc_b));    // (B, T, I)
+    spry_tensor_set_name(h, "blk.%d.mlp_act", il);
+    h = spry_dropout(ctx, spry_linear(ctx, h, b->fc2_w, b->fc2_b), dropout);
+    x = spry_layernorm(ctx, spry_add(ctx, x, h), b->ln2_w, b->ln2_b, eps);
     spry_tensor_set_name(x, "blk.%d.out", il);
     return x;
 }

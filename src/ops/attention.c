@@ -30,6 +30,9 @@
  * saved[2] F32 (B, T) token positions for ALiBi (p.pos as floats), or NULL for 0..T-1. With
  * positions the bias is slope * (pos_j - pos_i): exact integers in f32, so positions 0..T-1 give
  * the same bits as the NULL path.
+ * saved[3] I32 (B) key lengths L_b (p.key_len copied), or NULL for T: row b's keys stop at L_b
+ * (j < min(i + 1, L_b) when causal), which every loop bound below takes as its T for the key
+ * axis; P, dS and the gradients of keys past L_b are never touched (zero contribution).
  */
 #include <math.h>
 #include <stdint.h>
@@ -95,10 +98,23 @@ spry_tensor *spry_attention(spry_ctx *ctx, spry_tensor *qkv, spry_attn_params p)
             F32(posf)[i] = (float)I32(p.pos)[i];
         }
     }
+    spry_tensor *klen = NULL;
+    if (p.key_len) {
+        SPRY_ASSERT(p.key_len->dtype == SPRY_DTYPE_I32 && p.key_len->ndim == 1 && p.key_len->shape[0] == B,
+                    "attention: key_len must be I32 (B): %s", spry_shapes2(qkv, p.key_len));
+        klen = spry_new(ctx, SPRY_DTYPE_I32, 1, &B);
+        if (ctx->status) return out;
+        for (int64_t b = 0; b < B; b++) {
+            SPRY_ASSERT(I32(p.key_len)[b] >= 1 && I32(p.key_len)[b] <= T,
+                        "attention: key_len[%lld] = %d outside [1, %lld]", (long long)b,
+                        I32(p.key_len)[b], (long long)T);
+            I32(klen)[b] = I32(p.key_len)[b];
+        }
+    }
     if (ctx->status) return out;
     spry_op_apply(ctx, SPRY_OP_ATTENTION, &qkv, 1, out,
                   (int64_t[SPRY_MAX_PARAMS]){p.n_head, p.causal, p.alibi, p.layout}, NULL,
-                  (spry_tensor *[SPRY_MAX_SAVED]){probs, scr, posf});
+                  (spry_tensor *[SPRY_MAX_SAVED]){probs, scr, posf, klen});
     return out;
 }
 
@@ -131,8 +147,8 @@ typedef void (*attn_gemm_fn)(int64_t M, int64_t N, int64_t K, const float *A, in
 // dst[d * ld + j] = src[j * row + d] for d < D, j < T; zeros in [T, Tp), Tp = T rounded up to 16.
 typedef void (*attn_transpose_fn)(const float *src, int64_t row, int64_t T, int64_t D, float *dst,
                                   int64_t ld);
-// Rows i0 .. i0+m-1 of S (scratch rows s + r lds, valid to jn rounded up to 16), jend = i + 1
-// (causal) or T: s = scale * s + slope * (j - i) for j < jend, softmax over those; s becomes P
+// Rows i0 .. i0+m-1 of S (scratch rows s + r lds, valid to jn rounded up to 16), jend =
+// min(i + 1, T) (causal) or T, T the row's key length: s = scale * s + slope * (j - i) for j < jend, softmax over those; s becomes P
 // with zeros in [jend, jn rounded up), and, unless p is NULL, P's rows p + i ldp get [0, jn).
 // pos (T floats) or NULL: the ALiBi term is slope * (pos[j] - pos[i]) instead.
 typedef void (*attn_softmax_fn)(float *s, int64_t lds, float *p, int64_t ldp, int64_t i0, int m,
@@ -225,7 +241,7 @@ static void softmax_block_portable(float *s, int64_t lds, float *p, int64_t ldp,
                                    const float *pos) {
     for (int r = 0; r < m; r++)
         softmax_row_portable(s + r * lds, p ? p + (i0 + r) * ldp : NULL, i0 + r,
-                             causal ? i0 + r + 1 : T, jn, scale, slope, pos);
+                             causal && i0 + r + 1 < T ? i0 + r + 1 : T, jn, scale, slope, pos);
 }
 
 __attribute__((target_clones("avx2", "default")))
@@ -359,7 +375,7 @@ ATTN_AVX512 static void softmax_block_avx512(float *s, int64_t lds, float *p, in
     __m512       vm[ATTN_MR], vs[ATTN_MR];
     int64_t      jend[ATTN_MR], je = 0;
     for (int r = 0; r < ATTN_MR; r++) { // rows past m stay empty
-        jend[r] = r >= m ? 0 : causal ? i0 + r + 1 : T;
+        jend[r] = r >= m ? 0 : causal && i0 + r + 1 < T ? i0 + r + 1 : T;
         je      = jend[r] > je ? jend[r] : je;
         vm[r]   = _mm512_set1_ps(-INFINITY);
         vs[r]   = _mm512_setzero_ps();
@@ -466,11 +482,12 @@ static void attn_fwd(const spry_node *n, int ith, int nth) {
         float       *o     = F32(n->out) + b * T * g.C + h * D;
         float        slope = g.alibi ? spry_alibi_slope(h, g.H) : 0.0f;
         const float *pos   = g.alibi && n->saved[2] ? F32(n->saved[2]) + b * T : NULL;
-        kn.transpose(k, row, T, D, kt, Tp);
+        int64_t      L     = n->saved[3] ? I32(n->saved[3])[b] : T; // keys of row b
+        kn.transpose(k, row, L, D, kt, Tp);
         for (int64_t i0 = 0; i0 < T; i0 += ATTN_MR) {
-            int64_t m = T - i0 < ATTN_MR ? T - i0 : ATTN_MR, jn = g.causal ? i0 + m : T;
+            int64_t m = T - i0 < ATTN_MR ? T - i0 : ATTN_MR, jn = g.causal && i0 + m < L ? i0 + m : L;
             kn.gemm(m, attn_up16(jn), D, q + i0 * row, row, 1, kt, Tp, s, Tp, false);
-            kn.softmax_block(s, Tp, P, T, i0, (int)m, g.causal, T, jn, g.scale, slope, pos);
+            kn.softmax_block(s, Tp, P, T, i0, (int)m, g.causal, L, jn, g.scale, slope, pos);
             kn.gemm(m, D, jn, s, Tp, 1, v, row, o + i0 * g.C, g.C, false);
         }
     }
@@ -494,26 +511,28 @@ static void attn_bwd(const spry_node *n, int ith, int nth) {
         float       *dq = dbase + g.q_off, *dk = dbase + g.k_off, *dv = dbase + g.v_off;
         const float *P  = F32(n->saved[0]) + bh * T * T;
         const float *dO = F32(n->out->grad) + b * T * g.C + h * D;
-        kn.transpose(v, row, T, D, vt, Tp);
+        int64_t      L  = n->saved[3] ? I32(n->saved[3])[b] : T; // keys of row b
+        kn.transpose(v, row, L, D, vt, Tp);
         for (int64_t c0 = 0; c0 < T; c0 += ATTN_QB) {
             int64_t c1 = T - c0 < ATTN_QB ? T : c0 + ATTN_QB;
             for (int64_t i0 = c0; i0 < c1; i0 += ATTN_MR) {
-                int64_t m = c1 - i0 < ATTN_MR ? c1 - i0 : ATTN_MR, jn = g.causal ? i0 + m : T;
+                int64_t m = c1 - i0 < ATTN_MR ? c1 - i0 : ATTN_MR;
+                int64_t jn = g.causal && i0 + m < L ? i0 + m : L;
                 float  *dsr = ds + (i0 - c0) * Tp;
                 // P comes from memory: fetch the rows ATTN_PF_BLOCKS blocks ahead
                 int64_t pf = i0 + ATTN_PF_BLOCKS * ATTN_MR;
                 for (int64_t i = pf; i < pf + ATTN_MR && i < T; i++)
-                    for (int64_t j = 0; j < (g.causal ? i + 1 : T); j += 16)
+                    for (int64_t j = 0; j < (g.causal && i + 1 < L ? i + 1 : L); j += 16)
                         __builtin_prefetch(P + i * T + j);
                 kn.gemm(m, attn_up16(jn), D, dO + i0 * g.C, g.C, 1, vt, Tp, dsr, Tp, false);
                 for (int64_t i = i0; i < i0 + m; i++)
-                    kn.dsoftmax_row(P + i * T, dsr + (i - i0) * Tp, g.causal ? i + 1 : T, jn,
-                                    g.scale);
+                    kn.dsoftmax_row(P + i * T, dsr + (i - i0) * Tp, g.causal && i + 1 < L ? i + 1 : L,
+                                    jn, g.scale);
                 kn.gemm(m, D, jn, dsr, Tp, 1, k, row, dq + i0 * row, row, true);
             }
             // key rows j meet queries i >= j (causal). Blocks are ATTN_MR-aligned, so the rows of
             // dS and P read here are written (zero above the diagonal) up to the block's end.
-            int64_t jmax = g.causal ? c1 : T;
+            int64_t jmax = g.causal && c1 < L ? c1 : L;
             for (int64_t j0 = 0; j0 < jmax; j0 += ATTN_MR) {
                 int64_t m = jmax - j0 < ATTN_MR ? jmax - j0 : ATTN_MR;
                 int64_t ks = g.causal && j0 > c0 ? j0 : c0;
@@ -536,8 +555,9 @@ static void attn_ref(const spry_node *n) {
             const double *base  = F64(n->src[0]) + b * g.T * row + h * g.head_step;
             double        slope = g.alibi ? (double)spry_alibi_slope(h, g.H) : 0.0;
             const float  *pos   = g.alibi && n->saved[2] ? F32(n->saved[2]) + b * g.T : NULL;
+            int64_t       L     = n->saved[3] ? I32(n->saved[3])[b] : g.T;
             for (int64_t i = 0; i < g.T; i++) {
-                int64_t jend = g.causal ? i + 1 : g.T;
+                int64_t jend = g.causal && i + 1 < L ? i + 1 : L;
                 double  m    = -INFINITY, s = 0;
                 for (int64_t j = 0; j < jend; j++) {
                     double d = 0;
@@ -557,7 +577,8 @@ static void attn_ref(const spry_node *n) {
 }
 
 // fp[0] > 0: ALiBi over original positions pos[b][t] = fp[0] * t + t * t / 3 + b (a sorted subset
-// with uneven gaps, as a token-dropped layer sees).
+// with uneven gaps, as a token-dropped layer sees). fp[1] > 0: key lengths
+// L_b = max(1, T - fp[1] * b) (right padding: row 0 full, the others shorter).
 static spry_tensor *attn_build(spry_ctx *ctx, spry_tensor *const *s, const spry_op_test *t) {
     spry_attn_params p = {.n_head = t->ip[0], .causal = t->ip[1], .alibi = t->ip[2],
                           .layout = (spry_qkv_layout)t->ip[3]};
@@ -569,6 +590,16 @@ static spry_tensor *attn_build(spry_ctx *ctx, spry_tensor *const *s, const spry_
             for (int64_t i = 0; i < T; i++)
                 I32(pos)[b * T + i] = (int32_t)((int64_t)t->fp[0] * i + i * i / 3 + b);
         p.pos = pos;
+    }
+    if (t->fp[1] > 0) {
+        int64_t      B = s[0]->shape[0], T = s[0]->shape[1];
+        spry_tensor *kl = spry_new(ctx, SPRY_DTYPE_I32, 1, &B);
+        if (ctx->status) return kl;
+        for (int64_t b = 0; b < B; b++) {
+            int64_t L   = T - (int64_t)t->fp[1] * b;
+            I32(kl)[b] = (int32_t)(L < 1 ? 1 : L);
+        }
+        p.key_len = kl;
     }
     return spry_attention(ctx, s[0], p);
 }
@@ -592,6 +623,16 @@ static const spry_op_test attn_tests[] = {
      .fp = {2}},
     {.label = "alibi-pos-bidir", .n_src = 1, .ndim = {3}, .shape = {{2, 7, 24}},
      .ip = {2, 0, 1, 0}, .fp = {3}},
+    // key padding (BERT's attention mask): lengths T, T-k, ..., down to a single key; bidirectional
+    // and causal, short rows and rows past 16 lanes / the 6-row blocks / the backward chunk
+    {.label = "keylen-bidir", .n_src = 1, .ndim = {3}, .shape = {{4, 7, 24}}, .ip = {2, 0, 0, 0},
+     .fp = {0, 3}},
+    {.label = "keylen-bert-d64", .n_src = 1, .ndim = {3}, .shape = {{3, 37, 384}},
+     .ip = {2, 0, 0, 0}, .fp = {0, 13}},
+    {.label = "keylen-causal-alibi", .n_src = 1, .ndim = {3}, .shape = {{3, 21, 30}},
+     .ip = {5, 1, 1, 1}, .fp = {2, 8}},
+    {.label = "keylen-t270", .n_src = 1, .ndim = {3}, .shape = {{2, 270, 48}}, .ip = {2, 0, 0, 0},
+     .fp = {0, 101}},
 };
 
 const spry_op_def spry_opdef_attention = {

@@ -173,9 +173,12 @@ const spry_op_def spry_opdef_scale = {
     .build = scale_build, .tests = scale_tests, .n_tests = 1,
 };
 
-/* ---- gelu (tanh approximation) ------------------------------------------------------------
- * y = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3)
- * dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2) */
+/* ---- gelu (tanh approximation, or exact) ---------------------------------------------------
+ * ip[0] = 0, tanh (GPT-2's gelu_new, BLOOM):
+ *   y = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3)
+ *   dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+ * ip[0] = 1, exact (BERT's "gelu", torch's default):
+ *   y = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2));  dy/dx = Phi(x) + x exp(-x^2 / 2) / sqrt(2 pi) */
 
 #define GELU_K 0.7978845608028654f
 #define GELU_C 0.044715f
@@ -186,6 +189,28 @@ spry_tensor *spry_gelu(spry_ctx *ctx, spry_tensor *x) {
     spry_tensor *out = spry_new(ctx, SPRY_DTYPE_F32, x->ndim, x->shape);
     spry_op_apply(ctx, SPRY_OP_GELU, &x, 1, out, NULL, NULL, NULL);
     return out;
+}
+
+spry_tensor *spry_gelu_erf(spry_ctx *ctx, spry_tensor *x) {
+    if (ctx->status) return spry_op_placeholder();
+    SPRY_ASSERT(spry_tensor_is_contiguous(x), "gelu: input must be contiguous");
+    spry_tensor *out = spry_new(ctx, SPRY_DTYPE_F32, x->ndim, x->shape);
+    spry_op_apply(ctx, SPRY_OP_GELU, &x, 1, out, (int64_t[SPRY_MAX_PARAMS]){1}, NULL, NULL);
+    return out;
+}
+
+#define GELU_RSQRT2   0.70710678118654752f
+#define GELU_RSQRT2PI 0.39894228040143268f
+
+static void gelu_erf_rows(const float *x, float *y, int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * GELU_RSQRT2));
+}
+
+static void gelu_erf_bwd_rows(const float *x, const float *g, float *dx, int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; i++) {
+        float v = x[i];
+        dx[i] += g[i] * (0.5f * (1.0f + erff(v * GELU_RSQRT2)) + v * expf(-0.5f * v * v) * GELU_RSQRT2PI);
+    }
 }
 
 __attribute__((target_clones("avx512f", "default")))
@@ -199,7 +224,7 @@ static void gelu_rows(const float *x, float *y, int64_t lo, int64_t hi) {
 static void gelu_fwd(const spry_node *n, int ith, int nth) {
     int64_t lo, hi;
     spry_split(spry_tensor_numel(n->out), ith, nth, &lo, &hi);
-    gelu_rows(F32(n->src[0]), F32(n->out), lo, hi);
+    (n->ip[0] ? gelu_erf_rows : gelu_rows)(F32(n->src[0]), F32(n->out), lo, hi);
 }
 
 __attribute__((target_clones("avx512f", "default")))
@@ -216,29 +241,31 @@ static void gelu_bwd(const spry_node *n, int ith, int nth) {
     if (!spry_needs_grad(n->src[0])) return;
     int64_t lo, hi;
     spry_split(spry_tensor_numel(n->out), ith, nth, &lo, &hi);
-    gelu_bwd_rows(F32(n->src[0]), F32(n->out->grad), F32(n->src[0]->grad), lo, hi);
+    (n->ip[0] ? gelu_erf_bwd_rows : gelu_bwd_rows)(F32(n->src[0]), F32(n->out->grad),
+                                                   F32(n->src[0]->grad), lo, hi);
 }
 
 static void gelu_ref(const spry_node *n) {
     for (int64_t i = 0; i < spry_tensor_numel(n->out); i++) {
         double v = F64(n->src[0])[i];
-        F64(n->out)[i] = 0.5 * v * (1.0 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+        F64(n->out)[i] = n->ip[0] ? 0.5 * v * (1.0 + erf(v / sqrt(2.0)))
+                                  : 0.5 * v * (1.0 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
     }
 }
 
 static spry_tensor *gelu_build(spry_ctx *ctx, spry_tensor *const *s, const spry_op_test *t) {
-    (void)t;
-    return spry_gelu(ctx, s[0]);
+    return t->ip[0] ? spry_gelu_erf(ctx, s[0]) : spry_gelu(ctx, s[0]);
 }
 
 static const spry_op_test gelu_tests[] = {
     {.label = "2d", .n_src = 1, .ndim = {2}, .shape = {{7, 13}}},
     {.label = "big", .n_src = 1, .ndim = {1}, .shape = {{1031}}},
+    {.label = "erf", .n_src = 1, .ndim = {2}, .shape = {{5, 19}}, .ip = {1}},
 };
 
 const spry_op_def spry_opdef_gelu = {
     .name = "gelu", .n_src = 1, .fwd = gelu_fwd, .bwd = gelu_bwd, .ref = gelu_ref,
-    .build = gelu_build, .tests = gelu_tests, .n_tests = 2,
+    .build = gelu_build, .tests = gelu_tests, .n_tests = 3,
 };
 
 /* ---- dropout ------------------------------------------------------------------------------

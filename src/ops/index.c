@@ -257,3 +257,78 @@ const spry_op_def spry_opdef_reshape = {
     .name = "reshape", .n_src = 1, .fwd = reshape_fwd, .bwd = reshape_bwd, .ref = reshape_ref,
     .build = reshape_build, .tests = reshape_tests, .n_tests = 1,
 };
+
+/* ---- concat along the last dim: (..., C_i) for i < n -> (..., sum C_i) -----------------------
+ * torch.cat(dim=-1). BERT's separate query/key/value projections feed the fused attention this
+ * way; backward hands each input its columns. */
+
+spry_tensor *spry_concat(spry_ctx *ctx, spry_tensor *const *xs, int n) {
+    if (ctx->status) return spry_op_placeholder();
+    SPRY_ASSERT(n >= 1 && n <= SPRY_MAX_SRC, "concat: 1 to %d inputs, got %d", SPRY_MAX_SRC, n);
+    int64_t shape[SPRY_MAX_DIMS];
+    const spry_tensor *x0 = xs[0];
+    for (int d = 0; d < x0->ndim; d++) shape[d] = x0->shape[d];
+    shape[x0->ndim - 1] = 0;
+    for (int i = 0; i < n; i++) {
+        SPRY_ASSERT(xs[i]->dtype == SPRY_DTYPE_F32 && xs[i]->ndim == x0->ndim &&
+                        spry_tensor_is_contiguous(xs[i]),
+                    "concat: contiguous F32 inputs of one rank expected: %s", spry_shapes2(x0, xs[i]));
+        for (int d = 0; d + 1 < x0->ndim; d++)
+            SPRY_ASSERT(xs[i]->shape[d] == x0->shape[d], "concat: leading dims differ: %s",
+                        spry_shapes2(x0, xs[i]));
+        shape[x0->ndim - 1] += xs[i]->shape[x0->ndim - 1];
+    }
+    spry_tensor *out = spry_new(ctx, SPRY_DTYPE_F32, x0->ndim, shape);
+    spry_op_apply(ctx, SPRY_OP_CONCAT, (spry_tensor **)xs, n, out, NULL, NULL, NULL);
+    return out;
+}
+
+static void concat_fwd(const spry_node *n, int ith, int nth) {
+    int64_t Cout = n->out->shape[n->out->ndim - 1], rows = spry_tensor_numel(n->out) / Cout, lo, hi;
+    spry_split(rows, ith, nth, &lo, &hi);
+    for (int64_t r = lo; r < hi; r++)
+        for (int i = 0, c0 = 0; i < n->n_src; i++) {
+            int64_t C = n->src[i]->shape[n->src[i]->ndim - 1];
+            memcpy(F32(n->out) + r * Cout + c0, F32(n->src[i]) + r * C, (size_t)C * sizeof(float));
+            c0 += (int)C;
+        }
+}
+
+static void concat_bwd(const spry_node *n, int ith, int nth) {
+    int64_t Cout = n->out->shape[n->out->ndim - 1], rows = spry_tensor_numel(n->out) / Cout, lo, hi;
+    spry_split(rows, ith, nth, &lo, &hi);
+    for (int i = 0, c0 = 0; i < n->n_src; i++) {
+        int64_t C = n->src[i]->shape[n->src[i]->ndim - 1];
+        if (spry_needs_grad(n->src[i]))
+            for (int64_t r = lo; r < hi; r++) {
+                float       *d = F32(n->src[i]->grad) + r * C;
+                const float *g = F32(n->out->grad) + r * Cout + c0;
+                for (int64_t j = 0; j < C; j++) d[j] += g[j];
+            }
+        c0 += (int)C;
+    }
+}
+
+static void concat_ref(const spry_node *n) {
+    int64_t Cout = n->out->shape[n->out->ndim - 1], rows = spry_tensor_numel(n->out) / Cout;
+    for (int64_t r = 0; r < rows; r++)
+        for (int i = 0, c0 = 0; i < n->n_src; i++) {
+            int64_t C = n->src[i]->shape[n->src[i]->ndim - 1];
+            for (int64_t j = 0; j < C; j++) F64(n->out)[r * Cout + c0 + j] = F64(n->src[i])[r * C + j];
+            c0 += (int)C;
+        }
+}
+
+static spry_tensor *concat_build(spry_ctx *ctx, spry_tensor *const *s, const spry_op_test *t) {
+    return spry_concat(ctx, s, t->n_src);
+}
+
+static const spry_op_test concat_tests[] = {
+    {.label = "qkv", .n_src = 3, .ndim = {3, 3, 3}, .shape = {{2, 5, 6}, {2, 5, 6}, {2, 5, 6}}},
+    {.label = "uneven", .n_src = 2, .ndim = {2, 2}, .shape = {{7, 3}, {7, 11}}},
+};
+
+const spry_op_def spry_opdef_concat = {
+    .name = "concat", .n_src = 3, .fwd = concat_fwd, .bwd = concat_bwd, .ref = concat_ref,
+    .build = concat_build, .tests = concat_tests, .n_tests = 2,
+};

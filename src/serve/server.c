@@ -389,7 +389,7 @@ static void model_object(spry_server *s, sbuf *b) {
               ", \"object\": \"model\", \"created\": %lld, \"owned_by\": \"spry\", \"meta\": "
               "{\"arch\": \"%s\", \"n_vocab\": %lld, \"n_ctx\": %lld, \"n_ctx_train\": %lld, "
               "\"n_embd\": %lld, \"n_layer\": %lld, \"n_head\": %lld, \"n_params\": %lld}}",
-              (long long)s->started, cfg->arch == SPRY_ARCH_BLOOM ? "bloom" : "gpt2",
+              (long long)s->started, spry_model_arch_name(cfg->arch),
               (long long)cfg->vocab_size, (long long)s->n_ctx, (long long)cfg->n_positions,
               (long long)cfg->n_embd, (long long)cfg->n_layer, (long long)cfg->n_head,
               (long long)s->model->params.n_elem);

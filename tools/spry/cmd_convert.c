@@ -119,7 +119,7 @@ static int run(int argc, char **argv, bool quantize) {
     if (st) fprintf(stderr, "spry %s: %s\n", cmd, spry_last_error());
     else
         printf("spry %s: %s (%s, %lld parameters) -> %s%s%s\n", cmd, model,
-               m->cfg.arch == SPRY_ARCH_GPT2 ? "gpt2" : "bloom", (long long)m->params.n_elem, out,
+               spry_model_arch_name(m->cfg.arch), (long long)m->params.n_elem, out,
                to_gguf ? " as " : "", to_gguf ? type : "");
     spry_tokenizer_free(tok);
     spry_model_free(m);
