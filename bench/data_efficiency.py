@@ -10,7 +10,7 @@ Design (what the issue asks, and why):
   budget    E effective tokens (notes 4.6: CL- and LTD-aware) for the 100% runs, EPOCHS epochs of
             the training split, so the baseline ends past its fast phase; 67% and 50% budgets.
   LR        WarmupCosineLR on effective tokens (warm-up 2% of the budget, cosine to 10%);
-            the baseline's peak LR is swept first (LR_SWEEP) and the best one used everywhere
+            the baseline's peak LR is swept first (LR_SWEEP, extended upwards while the best is its top value) and the best one used everywhere
             (no 1/data-fraction scaling, which flatters reduced budgets); LR-stress runs at 4x.
   configs   base, cl (vocab_rarity percentile 1->100 fixed_root 2 + seqlen_truncate 16->128 over
             40% of the steps), ltd (layers 1..2, 32->128 over 70%), cl+ltd; each at 100/67/50%.
@@ -40,8 +40,10 @@ SPRY = os.path.join(BUILD, "spry")
 SEQ, LAYERS, EMBD, HEADS, VOCAB, MICRO = 128, 4, 128, 4, 2048, 16
 EPOCHS = 0.02 if QUICK else float(os.environ.get("SPRY_DE_EPOCHS", "3"))
 SEEDS = [1] if QUICK else [1, 2, 3]
-LR_SWEEP = [1e-3] if QUICK else [5e-4, 1e-3, 2e-3]
+LR_SWEEP = [1e-3] if QUICK else [5e-4, 1e-3, 2e-3, 4e-3]
 BUDGETS = [1.0, 0.5] if QUICK else [1.0, 0.67, 0.5]
+# runs are cached per budget in epochs (a finished run's result.json is reused when the harness restarts)
+RUNS = os.path.join(OUT, f"runs-e{EPOCHS:g}")
 # the controls (same-steps baseline, LR stress): SPRY_DE_CONTROL_SEEDS of the seeds (all by default)
 STRESS_SEEDS = SEEDS[:int(os.environ.get("SPRY_DE_CONTROL_SEEDS", len(SEEDS)))]
 
@@ -135,7 +137,7 @@ def config(run, an):
 
 
 def train_run(run, data, an):
-    d = os.path.join(OUT, "runs", run["name"])
+    d = os.path.join(RUNS, run["name"])
     res = os.path.join(d, "result.json")
     if os.path.exists(res):
         return json.load(open(res))
@@ -221,6 +223,10 @@ def main():
     log("== LR sweep of the 100% baseline")
     sweep = run_all([run(f"base-100-lr{lr:g}-s1", False, False, 1.0, lr, 1) for lr in LR_SWEEP], data, an, 2)
     best = min(sweep, key=lambda r: r["val_loss"])["lr"]
+    while not QUICK and best == max(r["lr"] for r in sweep) and best < 0.05:  # best at the top edge: extend
+        LR_SWEEP.append(2 * best)
+        sweep += run_all([run(f"base-100-lr{2 * best:g}-s1", False, False, 1.0, 2 * best, 1)], data, an, 1)
+        best = min(sweep, key=lambda r: r["val_loss"])["lr"]
     log(f"best peak LR {best:g}")
     # 3. configurations x budgets x seeds (paired seeds), min = max controls, LR stress
     runs = []
@@ -301,7 +307,7 @@ def report(res, best, E, steps100, wall):
     log(f"RESULT val_loss_lr_stress_cl spry={statistics.mean(st_c):.4f} base={statistics.mean(st_b):.4f} "
         f"ratio={statistics.mean(st_c) / statistics.mean(st_b):.4f} unit=nats (peak LR {4 * best:g})")
     # curves of seed 1 at the 100% budget on the effective-token axis, and the schedules' effect on tokens
-    dirs = [os.path.join(OUT, "runs", f"{n}-100-lr{best:g}-s1") for n in ["base", "cl", "ltd", "clltd"]]
+    dirs = [os.path.join(RUNS, f"{n}-100-lr{best:g}-s1") for n in ["base", "cl", "ltd", "clltd"]]
     sh([SPRY, "plot", "--x", "eff_tokens", "--metrics", "loss,lr", "--title",
         "training loss, seed 1, 100% budget: base, CL, random-LTD, CL+LTD", "--out", os.path.join(OUT, "loss.svg")] + dirs)
     sh([SPRY, "plot", "--x", "step", "--metrics", "tokens,eff_tokens", "--title",
