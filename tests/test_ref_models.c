@@ -84,6 +84,49 @@ static void bert_batch(spry_ctx *ctx, spry_safetensors *ref, spry_tensor *tokens
     *eb = (spry_encoder_batch){.ids = tokens, .labels = &labels, .token_types = &types, .key_len = kl};
 }
 
+// random-LTD on the encoder (layer 1 of 2 on 5 of 7 tokens, row 1 keeping its two padded
+// positions) against DeepSpeed's semantics in PyTorch (mask gathered on rows and columns): the
+// logits, the loss and every gradient, before any update.
+static void check_bert_ltd(spry_model *m, spry_safetensors *ref, spry_tensor *tokens) {
+    spry_tensor kept;
+    CHECK(spry_safetensors_get(ref, "ltd.kept", &kept) == SPRY_OK);
+    spry_token_route routes[2] = {{0}, {.kept = kept.data, .r = kept.shape[1]}};
+    spry_ctx *ctx = spry_ctx_init(1 << 22, 2);
+    spry_params_zero_grad(&m->params);
+    spry_ctx_begin(ctx);
+    spry_encoder_batch eb;
+    bert_batch(ctx, ref, tokens, &eb);
+    spry_tensor *loss = spry_bert_mlm_loss(m, ctx, &eb, routes, 2);
+    spry_backward(ctx, loss);
+    CHECK(spry_ctx_status(ctx) == SPRY_OK);
+    const float *rloss = ref_f32(ref, "ltd.loss");
+    if (rloss) CHECK_NEAR(((float *)loss->data)[0], rloss[0], LOSS_TOL);
+    double worst = 0;
+    for (int64_t i = 0; i < m->params.n_items; i++) {
+        spry_param *p = &m->params.items[i];
+        char        name[128];
+        ref_name(m, "ltd.grad.", p->t.name, name, sizeof name);
+        const float *rg = ref_f32(ref, name);
+        if (!rg) continue;
+        double ge = compare(&p->grad_t, rg, false);
+        worst     = ge > worst ? ge : worst;
+        CHECK_MSG(ge < GRAD_NMSE, "bert random-LTD: gradient of %s NMSE %.3g", p->t.name, ge);
+    }
+    spry_ctx_set_grad(ctx, false);
+    spry_tensor *logits = spry_bert_logits(m, ctx, &eb, routes, 2);
+    int64_t      n  = spry_tensor_numel(logits);
+    const float *rl = ref_f32(ref, "ltd.logits");
+    double      *d  = malloc(sizeof(double) * (size_t)n);
+    for (int64_t i = 0; rl && i < n; i++) d[i] = rl[i];
+    double e = rl ? check_nmse(logits->data, d, (long)n) : 1;
+    free(d);
+    CHECK_MSG(e < LOGITS_NMSE, "bert random-LTD: logits NMSE %.3g", e);
+    printf("bert random-LTD (encoder, gathered padding mask): loss %.7f (ref %.7f), logits NMSE %.2e, worst gradient NMSE %.2e\n",
+           (double)((float *)loss->data)[0], rloss ? (double)rloss[0] : 0.0, e, worst);
+    spry_params_zero_grad(&m->params);
+    spry_ctx_free(ctx);
+}
+
 static void check_arch(const char *dir, const char *arch) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", dir, arch);
@@ -106,6 +149,7 @@ static void check_arch(const char *dir, const char *arch) {
     CHECK(spry_optim_init(&m->params, &op, &opt) == SPRY_OK);
     const float *ref_losses = ref_f32(ref, "adamw.losses");
     bool bert = m->cfg.arch == SPRY_ARCH_BERT;
+    if (bert) check_bert_ltd(m, ref, &tokens);
     for (int step = 0; step < 10; step++) {
         spry_ctx_begin(ctx);
         spry_params_zero_grad(&m->params);

@@ -431,6 +431,32 @@ class BertModel(nn.Module):
         return x
 
 
+# random-LTD on an encoder, DeepSpeed's semantics (notes 4.3-4.4): layer BERT_LTD_LAYER runs on
+# the kept tokens only; the extended mask is gathered on rows and columns with the kept indices;
+# its outputs overwrite the kept rows, dropped rows pass through.
+BERT_LTD_LAYER = 1
+BERT_LTD_KEPT = [[0, 2, 3, 5, 6], [1, 2, 4, 5, 6]]   # row 1 keeps its two padded positions
+
+
+def bert_ltd_logits(model, idx, attention_mask, token_type_ids):
+    bert = model.bert
+    x = bert.embeddings(idx, token_type_ids)
+    b, t = idx.shape
+    ext = attention_mask[:, None, None, :].to(dtype=x.dtype)
+    ext = ((1.0 - ext) * torch.finfo(x.dtype).min).expand(b, 1, t, t)   # (B, 1, T, T)
+    kept = torch.tensor(BERT_LTD_KEPT, dtype=torch.int64)
+    for i, blk in enumerate(bert.encoder.layer):
+        if i != BERT_LTD_LAYER:
+            x = blk(x, ext)
+            continue
+        g = kept[:, :, None].expand(-1, -1, x.size(-1))
+        part = torch.gather(x, 1, g)                                       # (B, r, C)
+        sub = torch.stack([ext[j][:, kept[j], :][:, :, kept[j]] for j in range(b)])   # (B, 1, r, r)
+        x = x.scatter(1, g, blk(part, sub))
+    pred = model.cls.predictions
+    return F.linear(pred.transform(x), bert.embeddings.word_embeddings.weight, pred.bias)
+
+
 class BertPredictionHeadTransform(nn.Module):
     def __init__(self, c):
         super().__init__()
@@ -631,6 +657,18 @@ def generate(arch, out_dir):
            "grad": max(((grads32[n].double() - p.grad).abs().max()
                         / p.grad.abs().max().clamp_min(max(1e-30, 1e-6 * gmax))).item()
                        for n, p in model.named_parameters())}
+
+    if arch == "bert":   # the random-LTD encoder path: logits, loss and every gradient
+        model.zero_grad(set_to_none=True)
+        ltd_logits = bert_ltd_logits(model, tokens, batch["attention_mask"], batch["token_type_ids"])
+        ltd_loss = loss_fn(ltd_logits)
+        ltd_loss.backward()
+        ref["ltd.kept"] = torch.tensor(BERT_LTD_KEPT, dtype=torch.int32)
+        ref["ltd.logits"] = f32(ltd_logits)
+        ref["ltd.loss"] = f32(ltd_loss.reshape(1))
+        for n, p in model.named_parameters():
+            ref["ltd.grad." + n] = f32(p.grad)
+        model.zero_grad(set_to_none=True)
 
     # AdamW trace: 10 steps on the same batch, float64
     model.zero_grad(set_to_none=True)
