@@ -488,6 +488,33 @@ static void cleanup(void) {
         fprintf(stderr, "cannot remove %s\n", g_dir);
 }
 
+// Encoder samples: every non-empty document cut into chunks of <= T tokens, right-padded, in
+// order, against the documents themselves (two-item and empty documents included).
+static void test_encoder_samples(const char *prefix, int64_t n_docs, int64_t T) {
+    spry_loader_params p = base_params(prefix);
+    p.eod_id = -1, p.pad_id = 65000, p.seq_len = T;
+    spry_loader *l = NULL;
+    CHECK(spry_loader_init(&p, &l) == SPRY_OK);
+    if (!l) return;
+    int64_t  k = 0, bad = 0;
+    int32_t *row = malloc(sizeof(int32_t) * (size_t)(T + 1));
+    for (int64_t d = 0; d < n_docs; d++)
+        for (int64_t c = 0; c * T < doc_len(d); c++, k++) {
+            if (k >= spry_loader_n_samples(l)) { bad++; continue; }
+            CHECK(spry_loader_sample(l, k, row) == SPRY_OK);
+            int64_t n = doc_len(d) - c * T < T ? doc_len(d) - c * T : T;
+            for (int64_t t = 0; t <= T; t++)
+                bad += row[t] != (t < n ? token(d, c * T + t) : 65000);
+        }
+    CHECK_MSG(bad == 0 && k == spry_loader_n_samples(l), "encoder samples (T=%lld): %lld wrong, %lld chunks vs %lld samples",
+              (long long)T, (long long)bad, (long long)k, (long long)spry_loader_n_samples(l));
+    free(row);
+    spry_loader_free(l);
+    p.eod_id = 0; // padding and eod exclude each other
+    CHECK(spry_loader_init(&p, &l) == SPRY_ERR_ARG && l == NULL);
+    CHECK(strstr(spry_last_error(), "pad_id") != NULL);
+}
+
 int main(void) {
     strcpy(g_dir, "/tmp/spry_test_loader_XXXXXX");
     if (mkdtemp(g_dir) == NULL) {
@@ -509,6 +536,8 @@ int main(void) {
     build_docs(prefix32, n_docs, SPRY_INDEXED_DTYPE_I32); // another dtype, same stream
     test_packing(prefix32, n_docs, 0, 16);
     test_split_select(prefix, n_docs);
+    test_encoder_samples(prefix, n_docs, 16);
+    test_encoder_samples(prefix, n_docs, 5);
     test_shuffle_resume(prefix);
     test_errors(prefix);
     test_shared_dataset(prefix);

@@ -12,6 +12,11 @@
  * (key = seed, stream = epoch), so the order depends only on (seed, epoch) and a position
  * (epoch, index) restores the exact continuation. A batch that runs past the end of an epoch
  * continues with the next epoch's order.
+ *
+ * Encoder samples (pad_id >= 0, BERT): no packing. Every non-empty document of the split is cut
+ * into chunks of at most T tokens, in file order; sample k is chunk k written right-padded with
+ * pad_id to T + 1 tokens (column T is always padding), so a row's real tokens end at its first
+ * pad_id. Shuffling and positions work as above.
  */
 #ifndef SPRY_LOADER_H
 #define SPRY_LOADER_H
@@ -40,6 +45,7 @@ typedef struct spry_loader_params {
     uint64_t            seed;       // shuffle seed (default 1234, Megatron's --seed)
     int64_t             eod_id;     // appended after each document; -1 = none (default)
     bool                shuffle;    // shuffle samples each epoch (default true)
+    int64_t             pad_id;     // >= 0: encoder samples padded with it (no eod); -1 (default)
 } spry_loader_params;
 
 // A position in the sample sequence: the next sample is the index-th of epoch `epoch`'s order.

@@ -30,6 +30,8 @@ typedef struct spry_model_config {
     int64_t   vocab_size;
     int64_t   n_positions; // GPT-2 and BERT (0 for BLOOM)
     int64_t   type_vocab_size; // BERT's token types (2), else 0
+    int64_t   pad_token_id;    // BERT: the padding id of right-padded rows (config.json; 0)
+    int64_t   mask_token_id;   // BERT: [MASK] for MLM training (spry's key "mask_token_id"; -1 none)
     int64_t   n_embd;      // C
     int64_t   n_layer;     // L
     int64_t   n_head;      // H
@@ -104,12 +106,17 @@ typedef struct spry_token_route {
     int64_t        r;
 } spry_token_route;
 
-// Logits (B, T, V) for ids I32 (B, T), recording the tape when ctx has gradients on. A GPT-2
+// Logits (B, T, V) for ids I32 (B, T), recording the tape when ctx has gradients on. BERT: MLM
+// logits of unpadded rows. A GPT-2
 // sequence longer than n_positions sets the sticky SPRY_ERR_ARG (check spry_ctx_status).
 spry_tensor *spry_model_forward(spry_model *m, spry_ctx *ctx, spry_tensor *ids);
 // Mean next-token cross entropy for tokens I32 (B, T+1): inputs tokens[:, :T], targets
 // tokens[:, 1:]. Returns a (1) tensor. Uses the fused LM head (spry_linear_cross_entropy), so
 // the full logits are never stored; call spry_model_forward for logits.
+// BERT: tokens (B, T+1) are right-padded rows (the loader's encoder samples: pad_token_id from
+// a row's first pad on, column T always padding); the loss is the masked-LM loss of inputs
+// tokens[:, :T] masked by spry_bert_mlm_mask (probability 0.15, keyed by ctx->seed and the
+// next ctx->rng_counter, so a resumed or recomputed step masks the same tokens).
 spry_tensor *spry_model_loss(spry_model *m, spry_ctx *ctx, const spry_tensor *tokens);
 // spry_model_forward / spry_model_loss with per-layer token routes: routes[l] applies to layer l
 // for l < n_routes (routes may be NULL, n_routes <= n_layer). With no route taking effect the
@@ -139,6 +146,17 @@ spry_tensor *spry_bert_logits(spry_model *m, spry_ctx *ctx, const spry_encoder_b
 // runs only on those positions. No labelled position sets the sticky SPRY_ERR_ARG.
 spry_tensor *spry_bert_mlm_loss(spry_model *m, spry_ctx *ctx, const spry_encoder_batch *b,
                                 const spry_token_route *routes, int64_t n_routes);
+
+// BERT's masking for MLM (Devlin et al.; Hugging Face's DataCollatorForLanguageModeling): each
+// real token (t < key_len[b]) of ids I32 rows tokens[b * ld + t], t < T, is selected with
+// probability p; a selected token becomes its label and its input is mask_id with probability
+// 0.8, a uniform id in [0, n_random) with 0.1, itself with 0.1. Other labels are -100. The
+// uniforms are Philox(seed, stream, 3 (b T + t) + {0, 1, 2}): the same (seed, stream) masks the
+// same tokens. If no token is selected, the first token of row 0 is (so the loss is defined).
+// ids, labels: (B, T) row-major.
+void spry_bert_mlm_mask(const int32_t *tokens, int64_t B, int64_t ld, int64_t T,
+                        const int32_t *key_len, float p, int32_t mask_id, int64_t n_random,
+                        uint64_t seed, uint64_t stream, int32_t *ids, int32_t *labels);
 
 // True when parameter `name` (internal name) is stored transposed on disk (GPT-2's Conv1D).
 bool spry_model_param_is_conv1d(const spry_model *m, const char *name);

@@ -36,6 +36,9 @@ struct spry_loader {
     int64_t             item_first, n_items;  // the split's items [item_first, +n_items)
     int64_t            *cum;                  // (n_items + 1,) stream offset of each item
     int64_t             n_tokens, n_samples;
+    int64_t             pad;        // encoder samples: the padding id; -1: packed GPT samples
+    int64_t            *enc_start;  // encoder: (n_samples,) stream position of each sample
+    int32_t            *enc_len;    // encoder: (n_samples,) its real tokens, 1..T
     int64_t            *perm;       // (n_samples,) sample order of epoch perm_epoch (shuffle)
     int64_t             perm_epoch; // -1: none yet
     spry_loader_pos     pos;
@@ -55,6 +58,7 @@ spry_loader_params spry_loader_params_default(void) {
         .seed       = 1234,
         .eod_id     = -1,
         .shuffle    = true,
+        .pad_id     = -1,
     };
 }
 
@@ -154,6 +158,8 @@ void spry_loader_free(spry_loader *l) {
     if (l == NULL) return;
     spry_indexed_close(l->owned);
     free(l->cum);
+    free(l->enc_start);
+    free(l->enc_len);
     free(l->perm);
     free(l);
 }
@@ -174,6 +180,11 @@ static spry_status check_params(const spry_loader_params *p) {
         return spry_errorf(SPRY_ERR_ARG, "loader: which = %d is not train (0), valid (1) or "
                                          "test (2)",
                            (int)p->which);
+    if (p->pad_id < -1 || p->pad_id > INT32_MAX || (p->pad_id >= 0 && p->eod_id >= 0))
+        return spry_errorf(SPRY_ERR_ARG,
+                           "loader: pad_id = %lld with eod_id = %lld: encoder samples are padded "
+                           "documents (pad_id a token id, no eod) HINT: drop --eod for an encoder",
+                           (long long)p->pad_id, (long long)p->eod_id);
     if (p->dataset == NULL && p->prefix == NULL)
         return spry_errorf(SPRY_ERR_ARG, "loader: neither a dataset prefix nor a dataset given");
     return SPRY_OK;
@@ -210,6 +221,34 @@ static spry_status build_stream(spry_loader *l) {
     return SPRY_OK;
 }
 
+// Encoder samples: every non-empty document cut into chunks of at most T tokens, in order.
+static spry_status build_encoder_samples(spry_loader *l) {
+    const spry_indexed *ds = l->ds;
+    int64_t             n  = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        n = 0;
+        for (int64_t d = l->doc_first; d < l->doc_end; d++) {
+            int64_t a, b;
+            spry_indexed_doc_range(ds, d, &a, &b);
+            int64_t p0 = l->cum[a - l->item_first], p1 = l->cum[b - l->item_first];
+            for (int64_t p = p0; p < p1; p += l->T, n++)
+                if (pass) {
+                    l->enc_start[n] = p;
+                    l->enc_len[n]   = (int32_t)(p1 - p < l->T ? p1 - p : l->T);
+                }
+        }
+        if (!pass) {
+            l->enc_start = malloc((size_t)(n > 0 ? n : 1) * sizeof *l->enc_start);
+            l->enc_len   = malloc((size_t)(n > 0 ? n : 1) * sizeof *l->enc_len);
+            if (!l->enc_start || !l->enc_len)
+                return spry_errorf(SPRY_ERR_NOMEM, "%s: out of memory for %lld samples", spry_indexed_prefix(ds),
+                                   (long long)n);
+        }
+    }
+    l->n_samples = n;
+    return SPRY_OK;
+}
+
 spry_status spry_loader_init(const spry_loader_params *params, spry_loader **out) {
     *out = NULL;
     SPRY_TRY(check_params(params));
@@ -219,6 +258,7 @@ spry_status spry_loader_init(const spry_loader_params *params, spry_loader **out
     l->B          = params->batch_size;
     l->seed       = params->seed;
     l->eod        = params->eod_id;
+    l->pad        = params->pad_id;
     l->shuffle    = params->shuffle;
     l->perm_epoch = -1;
     spry_status s = SPRY_OK;
@@ -255,7 +295,15 @@ spry_status spry_loader_init(const spry_loader_params *params, spry_loader **out
     }
     s = build_stream(l);
     if (s != SPRY_OK) goto fail;
-    if (l->n_tokens <= l->T) {
+    if (l->pad >= 0) {
+        s = build_encoder_samples(l);
+        if (s != SPRY_OK) goto fail;
+        if (l->n_samples == 0) {
+            s = spry_errorf(SPRY_ERR_ARG, "%s: the %s split (documents [%lld, %lld)) has no tokens",
+                            pre, k_split_names[params->which], (long long)l->doc_first, (long long)l->doc_end);
+            goto fail;
+        }
+    } else if (l->n_tokens <= l->T) {
         s = spry_errorf(SPRY_ERR_ARG,
                         "%s: seq_len = %lld is larger than the data: the %s split (documents "
                         "[%lld, %lld)) has %lld tokens, one sample needs %lld HINT: lower "
@@ -265,7 +313,7 @@ spry_status spry_loader_init(const spry_loader_params *params, spry_loader **out
                         (long long)(l->T + 1));
         goto fail;
     }
-    l->n_samples = (l->n_tokens - 1) / l->T;
+    if (l->pad < 0) l->n_samples = (l->n_tokens - 1) / l->T;
     if (l->shuffle) {
         l->perm = malloc((size_t)l->n_samples * sizeof *l->perm);
         if (l->perm == NULL) {
@@ -285,10 +333,8 @@ fail:
 // ---------------------------------------------------------------------------------------------
 // Samples.
 
-spry_status spry_loader_sample(const spry_loader *l, int64_t k, int32_t *tokens) {
-    SPRY_ASSERT(k >= 0 && k < l->n_samples, "sample %lld of %lld", (long long)k,
-                (long long)l->n_samples);
-    int64_t p = k * l->T, rem = l->T + 1;
+// Reads the stream's tokens [p, p + rem) (eods included) into tokens.
+static spry_status read_stream(const spry_loader *l, int64_t p, int64_t rem, int32_t *tokens) {
     // The item holding stream position p: the last i with cum[i] <= p (skips empty items).
     int64_t lo = 0, hi = l->n_items; // cum[lo] <= p < cum[hi]
     while (hi - lo > 1) {
@@ -317,6 +363,15 @@ spry_status spry_loader_sample(const spry_loader *l, int64_t k, int32_t *tokens)
         while (rem > 0 && p == l->cum[i + 1]) i++;
     }
     return SPRY_OK;
+}
+
+spry_status spry_loader_sample(const spry_loader *l, int64_t k, int32_t *tokens) {
+    SPRY_ASSERT(k >= 0 && k < l->n_samples, "sample %lld of %lld", (long long)k,
+                (long long)l->n_samples);
+    if (l->pad < 0) return read_stream(l, k * l->T, l->T + 1, tokens);
+    int64_t n = l->enc_len[k];
+    for (int64_t t = n; t <= l->T; t++) tokens[t] = (int32_t)l->pad;
+    return read_stream(l, l->enc_start[k], n, tokens);
 }
 
 spry_status spry_loader_next(spry_loader *l, int32_t *tokens) {

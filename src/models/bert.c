@@ -14,14 +14,17 @@
  */
 #include <string.h>
 
+#include "bert.h"
 #include "nn/block.h"
 #include "spry/model.h"
+#include "spry/rng.h"
 
 spry_model_config spry_model_config_bert(int64_t vocab, int64_t n_pos, int64_t C, int64_t L,
                                          int64_t H) {
     return (spry_model_config){.arch = SPRY_ARCH_BERT, .vocab_size = vocab, .n_positions = n_pos,
                                .type_vocab_size = 2, .n_embd = C, .n_layer = L, .n_head = H,
-                               .n_inner = 4 * C, .layer_norm_eps = 1e-12f, .init_std = 0.02f};
+                               .n_inner = 4 * C, .layer_norm_eps = 1e-12f, .init_std = 0.02f,
+                               .mask_token_id = -1};
 }
 
 // Encoder layer l on the kept tokens of its route: gather (B, r, C), the block with the gathered
@@ -138,4 +141,58 @@ spry_tensor *spry_bert_mlm_loss(spry_model *m, spry_ctx *ctx, const spry_encoder
     spry_tensor *flat = spry_reshape(ctx, x, 3, SPRY_SHAPE(1, BT, m->cfg.n_embd));
     spry_tensor *h    = mlm_transform(m, ctx, spry_gather_rows(ctx, flat, idx)); // (1, n, C)
     return spry_cross_entropy(ctx, spry_linear(ctx, h, m->wte, m->mlm_bias), tgt);
+}
+
+void spry_bert_mlm_mask(const int32_t *tokens, int64_t B, int64_t ld, int64_t T,
+                        const int32_t *key_len, float p, int32_t mask_id, int64_t n_random,
+                        uint64_t seed, uint64_t stream, int32_t *ids, int32_t *labels) {
+    int64_t n_sel = 0;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) {
+            int32_t  tok = tokens[b * ld + t];
+            uint64_t i   = 3 * (uint64_t)(b * T + t);
+            ids[b * T + t]    = tok;
+            labels[b * T + t] = -100;
+            if (t >= key_len[b] || spry_rng_uniform(seed, stream, i) >= p) continue;
+            labels[b * T + t] = tok;
+            n_sel++;
+            float u = spry_rng_uniform(seed, stream, i + 1);
+            if (u < 0.8f)
+                ids[b * T + t] = mask_id;
+            else if (u < 0.9f) {
+                int64_t r      = (int64_t)(spry_rng_uniform(seed, stream, i + 2) * (float)n_random);
+                ids[b * T + t] = (int32_t)(r < n_random ? r : n_random - 1);
+            }
+        }
+    if (n_sel == 0 && B > 0 && T > 0) {
+        labels[0] = tokens[0];
+        ids[0]    = mask_id;
+    }
+}
+
+spry_tensor *spry_bert_loss_from_rows(spry_model *m, spry_ctx *ctx, const spry_tensor *tokens,
+                                      const spry_token_route *routes, int64_t n_routes) {
+    const spry_model_config *c = &m->cfg;
+    if (c->mask_token_id < 0) {
+        ctx->status = spry_errorf(SPRY_ERR_CONFIG, "BERT masked-LM training needs mask_token_id in the model config");
+        return spry_op_placeholder();
+    }
+    int64_t      B = tokens->shape[0], T1 = tokens->shape[1], T = T1 - 1;
+    spry_tensor *ids = spry_new(ctx, SPRY_DTYPE_I32, 2, SPRY_SHAPE(B, T));
+    spry_tensor *lab = spry_new(ctx, SPRY_DTYPE_I32, 2, SPRY_SHAPE(B, T));
+    spry_tensor *kl  = spry_new(ctx, SPRY_DTYPE_I32, 1, &B);
+    if (ctx->status) return ids;
+    const int32_t *tok = tokens->data;
+    for (int64_t b = 0; b < B; b++) { // real tokens: up to the row's first padding
+        int64_t n = 0;
+        while (n < T && tok[b * T1 + n] != (int32_t)c->pad_token_id) n++;
+        ((int32_t *)kl->data)[b] = (int32_t)(n > 0 ? n : 1);
+    }
+    // random replacements are drawn from the ids below the special ones spry train appends
+    int64_t n_random = c->pad_token_id < c->mask_token_id ? c->pad_token_id : c->mask_token_id;
+    spry_bert_mlm_mask(tok, B, T1, T, kl->data, 0.15f, (int32_t)c->mask_token_id,
+                       n_random > 0 ? n_random : c->vocab_size, ctx->seed,
+                       (uint64_t)ctx->rng_counter++ | (1ull << 61), ids->data, lab->data);
+    return spry_bert_mlm_loss(m, ctx, &(spry_encoder_batch){.ids = ids, .labels = lab, .key_len = kl},
+                              routes, n_routes);
 }

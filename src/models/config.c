@@ -41,6 +41,10 @@ spry_status spry_model_config_validate(const spry_model_config *c) {
     if (c->arch == SPRY_ARCH_BERT && (c->type_vocab_size <= 0 || c->type_vocab_size > (1 << 24)))
         return spry_errorf(SPRY_ERR_CONFIG, "model config: type_vocab_size = %lld must be positive",
                            (long long)c->type_vocab_size);
+    if (c->arch == SPRY_ARCH_BERT &&
+        (c->pad_token_id < 0 || c->pad_token_id >= c->vocab_size || c->mask_token_id >= c->vocab_size))
+        return spry_errorf(SPRY_ERR_CONFIG, "model config: pad_token_id = %lld / mask_token_id = %lld outside the vocabulary (%lld)",
+                           (long long)c->pad_token_id, (long long)c->mask_token_id, (long long)c->vocab_size);
     if (c->arch != SPRY_ARCH_BLOOM && (c->n_positions <= 0 || c->n_positions > (1 << 24)))
         return spry_errorf(SPRY_ERR_CONFIG, "model config: n_positions = %lld must be positive",
                            (long long)c->n_positions);
@@ -116,6 +120,9 @@ spry_status spry_model_config_load(const char *path, spry_model_config *cfg) {
         cfg->arch            = SPRY_ARCH_BERT;
         cfg->layer_norm_eps  = 1e-12f;
         cfg->type_vocab_size = 2;
+        cfg->mask_token_id   = -1;
+        if (!st) st = get_int(path, j, "pad_token_id", &cfg->pad_token_id, false);
+        if (!st) st = get_int(path, j, "mask_token_id", &cfg->mask_token_id, false);
         if (!st) st = get_int(path, j, "vocab_size", &cfg->vocab_size, true);
         if (!st) st = get_int(path, j, "hidden_size", &cfg->n_embd, true);
         if (!st) st = get_int(path, j, "num_hidden_layers", &cfg->n_layer, true);
@@ -182,6 +189,8 @@ spry_status spry_model_config_save(const spry_model_config *c, const char *path)
         cJSON_AddNumberToObject(j, "hidden_dropout_prob", c->dropout);
         cJSON_AddNumberToObject(j, "attention_probs_dropout_prob", 0.0);
         cJSON_AddNumberToObject(j, "layer_norm_eps", c->layer_norm_eps);
+        cJSON_AddNumberToObject(j, "pad_token_id", (double)c->pad_token_id);
+        if (c->mask_token_id >= 0) cJSON_AddNumberToObject(j, "mask_token_id", (double)c->mask_token_id);
     } else {
         cJSON_AddItemToObject(j, "architectures", cJSON_CreateStringArray((const char *[]){"BloomForCausalLM"}, 1));
         cJSON_AddStringToObject(j, "model_type", "bloom");

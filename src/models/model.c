@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bert.h"
 #include "nn/block.h"
 #include "spry/dtype.h"
 #include "spry/model.h"
@@ -292,10 +293,7 @@ spry_tensor *spry_model_loss_ex(spry_model *m, spry_ctx *ctx, const spry_tensor 
     SPRY_ASSERT(tokens->ndim == 2 && tokens->dtype == SPRY_DTYPE_I32 && tokens->shape[1] >= 2,
                 "model: tokens must be I32 (B, T+1)");
     if (ctx->status) return spry_op_placeholder();
-    if (m->cfg.arch == SPRY_ARCH_BERT) {
-        ctx->status = spry_errorf(SPRY_ERR_UNSUPPORTED, "a BERT model has no next-token loss: use the masked-LM loss");
-        return spry_op_placeholder();
-    }
+    if (m->cfg.arch == SPRY_ARCH_BERT) return spry_bert_loss_from_rows(m, ctx, tokens, routes, n_routes);
     int64_t      B = tokens->shape[0], T = tokens->shape[1] - 1;
     spry_tensor *ids = spry_new(ctx, SPRY_DTYPE_I32, 2, SPRY_SHAPE(B, T));
     spry_tensor *tgt = spry_new(ctx, SPRY_DTYPE_I32, 2, SPRY_SHAPE(B, T));
