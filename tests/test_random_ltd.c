@@ -193,7 +193,9 @@ static void test_config_errors(void) {
     CHECK(spry_random_ltd_params_validate(&e, 4) == SPRY_ERR_CONFIG);
     e = q, e.layer_token_lr_enabled = true;
     CHECK(spry_random_ltd_params_validate(&e, 4) == SPRY_ERR_CONFIG);
-    e = q, e.model_type = "encoder";
+    e = q, e.model_type = "encoder"; // BERT's; the technique table checks it against the model
+    CHECK(spry_random_ltd_params_validate(&e, 4) == SPRY_OK);
+    e = q, e.model_type = "seq2seq";
     CHECK(spry_random_ltd_params_validate(&e, 4) == SPRY_ERR_CONFIG);
     CHECK(strstr(spry_last_error(), "model_type") != NULL);
 }

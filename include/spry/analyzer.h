@@ -79,6 +79,10 @@ typedef struct spry_analyzer_params {
     // (NULL: windows over the whole dataset, no eod).
     const char *split;
     int64_t eod_id; // (-1)
+    // With split: >= 0 makes the samples the loader's encoder samples (BERT: documents chunked
+    // to seq_len and padded with pad_id, loader.h), and every metric sees a sample's real tokens
+    // only (DeepSpeed's BERT metrics: seqlen = count of non-padding). -1: packed samples (-1)
+    int64_t pad_id;
     int64_t vocab_size;         // for the vocabulary metrics; 0 = max token id + 1 (0)
     int n_workers;              // >= 1 (1)
     int n_threads;              // threads per worker, >= 1 (1)

@@ -31,6 +31,8 @@ typedef struct spry_techniques_env {
     int64_t      seq_len; // T of the training samples (T + 1 tokens each)
     int          world;   // data-parallel ranks (1)
     int          rank;    // this rank (0)
+    bool         encoder; // the model is an encoder (BERT) on right-padded samples
+    int64_t      pad_id;  // encoder: the padding id of its samples
 } spry_techniques_env;
 
 // Parses cfg's technique sections and builds every enabled technique. SPRY_ERR_CONFIG naming the

@@ -32,6 +32,7 @@ spry_analyzer_params spry_analyzer_params_default(void) {
     p.n_workers = 1;
     p.n_threads = 1;
     p.eod_id    = -1;
+    p.pad_id    = -1;
     return p;
 }
 
@@ -73,6 +74,7 @@ typedef struct sampler {
     int64_t *starts; // [n_items + 1] token offset of each item in the concatenation
     int64_t n;       // samples
     int64_t max_len; // longest sample (tokens)
+    int64_t pad;     // encoder samples: a sample's tokens end at its first pad (-1: none)
 } sampler;
 
 static void sampler_free(sampler *s) {
@@ -83,7 +85,7 @@ static void sampler_free(sampler *s) {
 }
 
 static spry_status sampler_open(const char *prefix, int64_t seq_len, const char *split, int64_t eod_id,
-                                sampler *s) {
+                                int64_t pad_id, sampler *s) {
     memset(s, 0, sizeof *s);
     if (!prefix)
         return spry_errorf(SPRY_ERR_ARG, "analyzer: data_prefix is required");
@@ -118,7 +120,8 @@ static spry_status sampler_open(const char *prefix, int64_t seq_len, const char 
     if (seq_len > 0 && split) { // the training loader's own samples (same split, eod, packing)
         spry_loader_params lp = spry_loader_params_default();
         lp.dataset = s->ds, lp.split = split, lp.seq_len = seq_len, lp.batch_size = 1, lp.eod_id = eod_id;
-        lp.shuffle = false;
+        lp.shuffle = false, lp.pad_id = pad_id;
+        s->pad     = pad_id;
         spry_status st = spry_loader_init(&lp, &s->ld);
         if (st) {
             sampler_free(s);
@@ -140,7 +143,10 @@ static spry_status sampler_open(const char *prefix, int64_t seq_len, const char 
 static spry_status sampler_read(const sampler *s, int64_t id, int32_t *buf, int64_t *n) {
     if (s->ld) {
         *n = s->seq_len + 1;
-        return spry_loader_sample(s->ld, id, buf);
+        SPRY_TRY(spry_loader_sample(s->ld, id, buf));
+        if (s->pad >= 0) // the real tokens (BERT's padding_mask)
+            for (*n = 0; *n < s->seq_len && buf[*n] != (int32_t)s->pad;) ++*n;
+        return SPRY_OK;
     }
     if (s->seq_len == 0) {
         int64_t len;
@@ -547,7 +553,7 @@ static spry_status scan_max_token(const sampler *s, int64_t *max_tok) {
 
 spry_status spry_analyzer_count_samples(const char *data_prefix, int64_t seq_len, int64_t *n) {
     sampler s;
-    SPRY_TRY(sampler_open(data_prefix, seq_len, NULL, -1, &s));
+    SPRY_TRY(sampler_open(data_prefix, seq_len, NULL, -1, -1, &s));
     *n = s.n;
     sampler_free(&s);
     return SPRY_OK;
@@ -624,7 +630,7 @@ spry_status spry_analyze(const spry_analyzer_params *p) {
     need_vocab |= need_rarity;
 
     sampler s;
-    SPRY_TRY(sampler_open(p->data_prefix, p->seq_len, p->split, p->eod_id, &s));
+    SPRY_TRY(sampler_open(p->data_prefix, p->seq_len, p->split, p->eod_id, p->pad_id, &s));
     spry_status st = SPRY_OK;
     double *rarity = NULL;
     if (s.n == 0) {

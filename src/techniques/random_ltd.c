@@ -93,11 +93,8 @@ spry_status spry_random_ltd_params_validate(const spry_random_ltd_params *p, int
                            "%s.random_ltd_schedule.schedule_type \"%s\" is not supported. "
                            "HINT: only \"fixed_linear\" exists (as in DeepSpeed)",
                            k, p->schedule_type ? p->schedule_type : "(null)");
-    if (p->model_type && strcmp(p->model_type, "decoder"))
-        return spry_errorf(SPRY_ERR_CONFIG,
-                           "%s.model_type \"%s\": spry's models are causal decoders. "
-                           "HINT: use \"decoder\"",
-                           k, p->model_type);
+    if (p->model_type && strcmp(p->model_type, "decoder") && strcmp(p->model_type, "encoder"))
+        return spry_errorf(SPRY_ERR_CONFIG, "%s.model_type \"%s\" (decoder or encoder)", k, p->model_type);
     if (p->hidden_state_order && strcmp(p->hidden_state_order, "batch_seq_dim") &&
         strcmp(p->hidden_state_order, "seq_batch_dim"))
         return spry_errorf(SPRY_ERR_CONFIG,

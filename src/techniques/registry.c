@@ -2,6 +2,11 @@
  * registry.c -- the one table of training techniques (see techniques.h): DeepSpeed Data
  * Efficiency's curriculum learning (a batch source + an on_batch hook) and random-LTD (hooks of
  * random_ltd.c), built from the config's data_efficiency tree (curriculum.h parses it).
+ *
+ * On an encoder (BERT, right-padded rows) the curriculum's post-processing is Megatron's BERT
+ * one (notes 2.3): with seqlen_truncate the rows keep s real tokens, else the batch is trimmed to
+ * its longest real length rounded up to 8 -- the longest over the global batch, which every rank
+ * reads, so all ranks agree as DeepSpeed's MAX all-reduce makes them.
  */
 #include "spry/techniques.h"
 
@@ -25,6 +30,8 @@ typedef struct cl_state {
     int32_t               *reshaped;  // (capacity) rows of a seqlen_reshape batch
     int64_t                cap;
     int64_t               *ids;       // (micro x world)
+    int64_t                pad;       // encoder: the padding id, else -1
+    int64_t                trim;      // encoder: the global batch's trimmed length (tokens)
 } cl_state;
 
 struct spry_techniques {
@@ -45,6 +52,9 @@ static spry_status cl_next(void *self, int32_t *tokens, int64_t B, int64_t T1) {
         return spry_errorf(SPRY_ERR_ARG, "curriculum: the sampler ran out after %lld samples "
                            "(data_efficiency.data_sampling.num_epochs)", (long long)spry_cl_sampler_consumed(c->s));
     for (int64_t i = 0; i < B; i++) SPRY_TRY(spry_loader_sample(c->loader, c->ids[i], tokens + i * T1));
+    // column T1 - 1 is always padding, so the longest real row is <= T1 - 1
+    if (c->pad >= 0) c->trim = spry_cl_pad_trim_len(tokens, B, T1, (int32_t)c->pad);
+    if (c->trim > T1 - 1) c->trim = T1 - 1;
     c->chunks++;
     return SPRY_OK;
 }
@@ -82,7 +92,16 @@ static void cl_on_batch(void *st, spry_trainer *tr, spry_batch *b) {
     b->difficulty = (double)c->diff[0];
     spry_tensor *t = b->tokens;
     int64_t      B = t->shape[0], T1 = t->shape[1];
-    if (c->truncate >= 0) {
+    if (c->pad >= 0) { // encoder: keep s tokens of every row, then one column of padding
+        int64_t s = c->truncate >= 0 ? c->diff[c->truncate] : c->trim;
+        s         = s < 1 ? 1 : s > T1 - 1 ? T1 - 1 : s;
+        int32_t *d = t->data;
+        for (int64_t r = 0; r < B; r++) {
+            memmove(d + r * (s + 1), d + r * T1, sizeof(int32_t) * (size_t)s);
+            d[r * (s + 1) + s] = (int32_t)c->pad;
+        }
+        spry_tensor_set_shape(t, SPRY_DTYPE_I32, 2, (int64_t[]){B, s + 1});
+    } else if (c->truncate >= 0) {
         int64_t T1n = spry_cl_seqlen_truncate(t->data, B, T1, c->diff[c->truncate], t->data);
         spry_tensor_set_shape(t, SPRY_DTYPE_I32, 2, (int64_t[]){B, T1n});
     } else if (c->reshape >= 0) {
@@ -111,6 +130,10 @@ static spry_status cl_init(spry_techniques *t, const spry_ds_config *cfg, const 
     if (c->truncate >= 0 && c->reshape >= 0)
         return spry_errorf(SPRY_ERR_CONFIG, "%s: curriculum_metrics: seqlen_truncate and seqlen_reshape exclude each "
                            "other", env->name);
+    if (env->encoder && c->reshape >= 0)
+        return spry_errorf(SPRY_ERR_CONFIG, "%s: curriculum_metrics.seqlen_reshape is GPT's (packed rows); an encoder "
+                           "uses seqlen_truncate or the padding trim", env->name);
+    c->pad = env->encoder ? env->pad_id : -1;
     c->ids = malloc(sizeof(int64_t) * (size_t)(cfg->micro_batch * env->world));
     if (c->reshape >= 0) {
         int64_t lo  = t->de.metrics[c->reshape].schedule.min_difficulty;
@@ -133,6 +156,12 @@ spry_status spry_techniques_init(const spry_ds_config *cfg, const spry_technique
     if (!st && t->de.random_ltd.enabled) {
         t->de.random_ltd.seed = cfg->seed;
         st                    = spry_random_ltd_params_validate(&t->de.random_ltd, env->n_layer);
+        const char *mt        = t->de.random_ltd.model_type ? t->de.random_ltd.model_type : "decoder";
+        if (!st && !strcmp(mt, "encoder") != env->encoder)
+            st = spry_errorf(SPRY_ERR_CONFIG,
+                             "%s: data_efficiency.data_routing.random_ltd.model_type \"%s\" but the model is %s. "
+                             "HINT: \"encoder\" for BERT, \"decoder\" for GPT-2 and BLOOM",
+                             env->name, mt, env->encoder ? "an encoder (BERT)" : "a decoder");
         t->ltd                = !st;
     }
     if (st) {

@@ -88,7 +88,7 @@ spry_status spry_trainer_init(spry_model *m, const spry_ds_config *cfg, spry_bat
     *out = NULL;
     int64_t     T  = p->seq_len ? p->seq_len : (m->cfg.n_positions ? m->cfg.n_positions : 1024);
     spry_status st = SPRY_OK;
-    if (m->cfg.arch == SPRY_ARCH_GPT2 && T > m->cfg.n_positions)
+    if (m->cfg.arch != SPRY_ARCH_BLOOM && T > m->cfg.n_positions)
         st = spry_errorf(SPRY_ERR_CONFIG, "seq_len %lld exceeds the model's n_positions %lld", (long long)T,
                          (long long)m->cfg.n_positions);
     else if (p->n_steps < 0)

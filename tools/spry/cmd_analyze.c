@@ -23,6 +23,9 @@ static void analyze_usage(FILE *f) {
         "                    train split, packed as its loader packs; give train's --eod too);\n"
         "                    none: windows over the whole dataset (none)\n"
         "  --eod N           with --split: token after each document, -1 = none (-1)\n"
+        "  --pad-id N        with --split: the samples `spry train --arch bert` reads (documents\n"
+        "                    cut to --seq-len and padded with N, the model's pad_token_id = the\n"
+        "                    data's vocabulary size); metrics count real tokens only. -1 = off (-1)\n"
         "  --vocab-size N    vocabulary size for the vocab metrics, 0 = max token id + 1 (0)\n"
         "  --workers N       map workers, DeepSpeed's num_workers (1)\n"
         "  --threads N       threads per worker, DeepSpeed's num_threads (1)\n");
@@ -67,6 +70,11 @@ int spry_cmd_analyze(int argc, char **argv) {
             if (!parse_i64(a, v, -1, 2147483647LL, &x))
                 return 2;
             p.eod_id = x;
+        }
+        else if (!strcmp(a, "--pad-id")) {
+            if (!parse_i64(a, v, -1, 2147483647LL, &x))
+                return 2;
+            p.pad_id = x;
         }
         else if (!strcmp(a, "--seq-len")) {
             if (!parse_i64(a, v, 0, 2147483646LL, &x))

@@ -73,6 +73,7 @@ int spry_cmd_eval(int argc, char **argv) {
     spry_loader_params lp = spry_loader_params_default();
     lp.prefix = data, lp.split = split, lp.which = w, lp.seq_len = seq, lp.batch_size = batch;
     lp.eod_id = eod, lp.shuffle = false;
+    if (m->cfg.arch == SPRY_ARCH_BERT) lp.pad_id = m->cfg.pad_token_id, lp.eod_id = -1; // padded documents
     spry_loader *l;
     if (spry_loader_init(&lp, &l)) {
         fprintf(stderr, "spry eval: %s\n", spry_last_error());
@@ -104,6 +105,7 @@ int spry_cmd_eval(int argc, char **argv) {
             }
         if (rc) break;
         spry_ctx_begin(ctx);
+        ctx->seed = 1234, ctx->rng_counter = (uint64_t)b; // BERT: the same masks in every evaluation
         spry_tensor *loss = spry_model_loss(m, ctx, &tokens);
         if (spry_ctx_status(ctx)) {
             fprintf(stderr, "spry eval: %s\n", spry_last_error());

@@ -45,7 +45,9 @@ static void train_usage(FILE *f) {
             "  --resume              continue from DIR/latest\n"
             "  --init DIR            start from a model directory (config.json + model.safetensors)\n"
             "  --model-config FILE   Hugging Face config.json for a new model (else the size options)\n"
-            "  --arch NAME           gpt2 or bloom for a new model (gpt2)\n"
+            "  --arch NAME           gpt2, bloom or bert for a new model (gpt2); bert trains a masked-LM\n"
+            "                        encoder on padded documents, its vocabulary the data's plus\n"
+            "                        [PAD] and [MASK]\n"
             "  --layers N            layers (4)\n"
             "  --embd N              width (256)\n"
             "  --heads N             heads (4)\n"
@@ -53,7 +55,7 @@ static void train_usage(FILE *f) {
             "  --seq N               sequence length (128)\n"
             "  --tokenizer FILE      tokenizer.json copied into checkpoints (none)\n"
             "  --split S             train/valid/test split of documents (969,30,1)\n"
-            "  --eod N               token appended after each document, -1 = none (-1)\n"
+            "  --eod N               token appended after each document, -1 = none (-1; not with bert)\n"
             "  --threads N           threads per rank, 0 = all cores (0)\n"
             "  --progress auto|line|log  progress display (auto)\n"
             "  --log-dir DIR         ranks other than 0 write their log to DIR/rank<R>.log (none:\n"
@@ -144,8 +146,13 @@ static int run_train(spry_comm *comm, const train_args *A) {
         if (A->model_cfg) {
             st = spry_model_config_load(A->model_cfg, &mc);
         } else {
-            mc = spry_model_config_gpt2(A->vocab ? A->vocab : 50257, A->seq, A->embd, A->layers, A->heads);
+            int64_t V = A->vocab ? A->vocab : 50257;
+            mc        = spry_model_config_gpt2(V, A->seq, A->embd, A->layers, A->heads);
             if (!strcmp(A->arch, "bloom")) mc.arch = SPRY_ARCH_BLOOM, mc.n_positions = 0;
+            if (!strcmp(A->arch, "bert")) { // the data's ids, then [PAD] and [MASK]
+                mc              = spry_model_config_bert(V + 2, A->seq, A->embd, A->layers, A->heads);
+                mc.pad_token_id = V, mc.mask_token_id = V + 1;
+            }
             st = spry_model_config_validate(&mc);
         }
         if (!st) st = spry_model_init(&mc, &m);
@@ -160,6 +167,7 @@ static int run_train(spry_comm *comm, const train_args *A) {
     spry_loader_params lp = spry_loader_params_default();
     lp.prefix = A->data, lp.split = A->split, lp.seq_len = A->seq, lp.batch_size = cfg.micro_batch * world;
     lp.seed = cfg.seed, lp.eod_id = A->eod;
+    if (m->cfg.arch == SPRY_ARCH_BERT) lp.pad_id = m->cfg.pad_token_id; // padded documents
     loader_src ls = {0};
     st            = spry_loader_init(&lp, &ls.l);
     rc            = phase(comm, st) ? 1 : 0;
@@ -174,7 +182,8 @@ static int run_train(spry_comm *comm, const train_args *A) {
     // the config's techniques (data efficiency: curriculum learning, random-LTD)
     spry_techniques    *tech = NULL;
     spry_techniques_env te   = {.name = A->config ? A->config : "built-in config", .loader = ls.l,
-                                .n_layer = m->cfg.n_layer, .seq_len = A->seq, .world = world, .rank = rank};
+                                .n_layer = m->cfg.n_layer, .seq_len = A->seq, .world = world, .rank = rank,
+                                .encoder = m->cfg.arch == SPRY_ARCH_BERT, .pad_id = m->cfg.pad_token_id};
     if ((rc = phase(comm, spry_techniques_init(&cfg, &te, &tech)))) {
         spry_loader_free(ls.l);
         spry_model_free(m);
@@ -203,7 +212,8 @@ static int run_train(spry_comm *comm, const train_args *A) {
         if (rank == 0) {
             printf("spry train: %s %lld layers, width %lld, %lld heads, %lld parameters; seq %lld, batch %lld x %lld x %d; "
                    "%lld samples/epoch; %s; cpu %s, gemm %s\n",
-                   m->cfg.arch == SPRY_ARCH_GPT2 ? "GPT-2" : "BLOOM", (long long)m->cfg.n_layer, (long long)m->cfg.n_embd,
+                   m->cfg.arch == SPRY_ARCH_GPT2 ? "GPT-2" : m->cfg.arch == SPRY_ARCH_BLOOM ? "BLOOM" : "BERT",
+                   (long long)m->cfg.n_layer, (long long)m->cfg.n_embd,
                    (long long)m->cfg.n_head, (long long)m->params.n_elem, (long long)A->seq, (long long)cfg.micro_batch,
                    (long long)cfg.grad_accum, world, (long long)spry_loader_n_samples(ls.l),
                    cfg.bf16 ? "bf16" : cfg.fp16 ? "fp16" : "fp32", spry_cpu_summary(), spry_gemm_backend());
@@ -284,8 +294,8 @@ int spry_cmd_train(int argc, char **argv) {
         fprintf(stderr, "spry train: --progress must be auto, line or log, got '%s'\n", progress);
         return 2;
     }
-    if (strcmp(arch, "gpt2") && strcmp(arch, "bloom")) {
-        fprintf(stderr, "spry train: --arch must be gpt2 or bloom, got '%s'\n", arch);
+    if (strcmp(arch, "gpt2") && strcmp(arch, "bloom") && strcmp(arch, "bert")) {
+        fprintf(stderr, "spry train: --arch must be gpt2, bloom or bert, got '%s'\n", arch);
         return 2;
     }
     spry_comm *comm = NULL;
