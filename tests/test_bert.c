@@ -5,6 +5,8 @@
  *   tokens selected, labels equal the original tokens, reproducible by (seed, stream);
  *   padding: keys past key_len do not matter (garbage there, or the rows trimmed, give the
  *   same loss), the loss from right-padded rows equals the explicit masked batch;
+ *   random-LTD's no-mask mode (rows without padding, key_len NULL) equals the full-length mask,
+ *   and a route keeping every token equals no route;
  *   config.json: bert round trip with pad/mask ids, clear errors.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -144,6 +146,30 @@ static void test_padding(void) {
     spry_model_free(m);
 }
 
+static void test_routes(void) {
+    spry_model *m = tiny_bert();
+    if (!m) return;
+    spry_ctx *ctx = spry_ctx_init(1 << 22, 2);
+    spry_ctx_set_grad(ctx, false);
+    enum { B = 2, T = 10, R = 6 };
+    spry_tensor *ids = spry_new(ctx, SPRY_DTYPE_I32, 2, SPRY_SHAPE(B, T)), *full = spry_new(ctx, SPRY_DTYPE_I32, 1, SPRY_SHAPE(B));
+    for (int i = 0; i < B * T; i++) ((int32_t *)ids->data)[i] = (i * 11) % 47;
+    ((int32_t *)full->data)[0] = ((int32_t *)full->data)[1] = T;
+    int32_t          kept[B * R] = {0, 1, 4, 5, 8, 9, 2, 3, 4, 6, 7, 9}, all[B * T];
+    for (int i = 0; i < B * T; i++) all[i] = i % T;
+    spry_token_route rt[2] = {{.kept = kept, .r = R}, {0}};
+    spry_tensor *a = spry_bert_logits(m, ctx, &(spry_encoder_batch){.ids = ids}, rt, 2);
+    spry_tensor *b = spry_bert_logits(m, ctx, &(spry_encoder_batch){.ids = ids, .key_len = full}, rt, 2);
+    CHECK(spry_ctx_status(ctx) == SPRY_OK && !memcmp(a->data, b->data, spry_tensor_nbytes(a)));
+    spry_token_route whole[1] = {{.kept = all, .r = T}};
+    spry_tensor *c = spry_bert_logits(m, ctx, &(spry_encoder_batch){.ids = ids}, whole, 1);
+    spry_tensor *d = spry_bert_logits(m, ctx, &(spry_encoder_batch){.ids = ids}, NULL, 0);
+    CHECK(spry_ctx_status(ctx) == SPRY_OK && !memcmp(c->data, d->data, spry_tensor_nbytes(c)));
+    CHECK(memcmp(a->data, d->data, spry_tensor_nbytes(a)) != 0); // the route does change the output
+    spry_ctx_free(ctx);
+    spry_model_free(m);
+}
+
 static void test_config(void) {
     char dir[] = "/tmp/spry_test_bert_XXXXXX", path[128];
     if (!mkdtemp(dir)) return;
@@ -180,6 +206,7 @@ static void test_config(void) {
 int main(void) {
     test_mask_stats();
     test_padding();
+    test_routes();
     test_config();
     return check_exit();
 }
