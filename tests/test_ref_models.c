@@ -68,6 +68,34 @@ static void ref_name(const spry_model *m, const char *what, const char *pname, c
         snprintf(buf, n, "%stransformer.%s", what, pname);
 }
 
+// NMSE of logits against the reference tensor `name` (checked against LOGITS_NMSE).
+static double check_logits(spry_safetensors *ref, const char *name, const spry_tensor *logits, const char *what) {
+    int64_t      n  = spry_tensor_numel(logits);
+    const float *rl = ref_f32(ref, name);
+    double      *d  = malloc(sizeof(double) * (size_t)n);
+    for (int64_t i = 0; rl && i < n; i++) d[i] = rl[i];
+    double e = rl ? check_nmse(logits->data, d, (long)n) : 1;
+    free(d);
+    CHECK_MSG(e < LOGITS_NMSE, "%s: logits NMSE %.3g", what, e);
+    return e;
+}
+
+// Every parameter gradient against the reference's `<prefix><file name>` (GRAD_NMSE); the worst.
+static double check_grads(spry_model *m, spry_safetensors *ref, const char *prefix, const char *what) {
+    double worst = 0;
+    for (int64_t i = 0; i < m->params.n_items; i++) {
+        spry_param *p = &m->params.items[i];
+        char        name[128];
+        ref_name(m, prefix, p->t.name, name, sizeof name);
+        const float *rg = ref_f32(ref, name);
+        if (!rg) continue;
+        double ge = compare(&p->grad_t, rg, spry_model_param_is_conv1d(m, p->t.name));
+        worst     = ge > worst ? ge : worst;
+        CHECK_MSG(ge < GRAD_NMSE, "%s: gradient of %s NMSE %.3g", what, p->t.name, ge);
+    }
+    return worst;
+}
+
 // BERT's batch from the reference: tokens, labels, token types, attention_mask -> key lengths.
 static void bert_batch(spry_ctx *ctx, spry_safetensors *ref, spry_tensor *tokens, spry_encoder_batch *eb) {
     static spry_tensor labels, types, mask;
@@ -101,26 +129,9 @@ static void check_bert_ltd(spry_model *m, spry_safetensors *ref, spry_tensor *to
     CHECK(spry_ctx_status(ctx) == SPRY_OK);
     const float *rloss = ref_f32(ref, "ltd.loss");
     if (rloss) CHECK_NEAR(((float *)loss->data)[0], rloss[0], LOSS_TOL);
-    double worst = 0;
-    for (int64_t i = 0; i < m->params.n_items; i++) {
-        spry_param *p = &m->params.items[i];
-        char        name[128];
-        ref_name(m, "ltd.grad.", p->t.name, name, sizeof name);
-        const float *rg = ref_f32(ref, name);
-        if (!rg) continue;
-        double ge = compare(&p->grad_t, rg, false);
-        worst     = ge > worst ? ge : worst;
-        CHECK_MSG(ge < GRAD_NMSE, "bert random-LTD: gradient of %s NMSE %.3g", p->t.name, ge);
-    }
+    double worst = check_grads(m, ref, "ltd.grad.", "bert random-LTD");
     spry_ctx_set_grad(ctx, false);
-    spry_tensor *logits = spry_bert_logits(m, ctx, &eb, routes, 2);
-    int64_t      n  = spry_tensor_numel(logits);
-    const float *rl = ref_f32(ref, "ltd.logits");
-    double      *d  = malloc(sizeof(double) * (size_t)n);
-    for (int64_t i = 0; rl && i < n; i++) d[i] = rl[i];
-    double e = rl ? check_nmse(logits->data, d, (long)n) : 1;
-    free(d);
-    CHECK_MSG(e < LOGITS_NMSE, "bert random-LTD: logits NMSE %.3g", e);
+    double e = check_logits(ref, "ltd.logits", spry_bert_logits(m, ctx, &eb, routes, 2), "bert random-LTD");
     printf("bert random-LTD (encoder, gathered padding mask): loss %.7f (ref %.7f), logits NMSE %.2e, worst gradient NMSE %.2e\n",
            (double)((float *)loss->data)[0], rloss ? (double)rloss[0] : 0.0, e, worst);
     spry_params_zero_grad(&m->params);
@@ -173,26 +184,10 @@ static void check_arch(const char *dir, const char *arch) {
                 logits = spry_model_forward(m, ctx, ids);
             }
             spry_ctx_set_grad(ctx, true);
-            int64_t      n  = spry_tensor_numel(logits);
-            const float *rl = ref_f32(ref, "logits");
-            double      *d  = malloc(sizeof(double) * (size_t)n);
-            for (int64_t i = 0; rl && i < n; i++) d[i] = rl[i];
-            double e = rl ? check_nmse(logits->data, d, (long)n) : 1;
-            free(d);
-            CHECK_MSG(e < LOGITS_NMSE, "%s: logits NMSE %.3g", arch, e);
+            double       e     = check_logits(ref, "logits", logits, arch);
             const float *rloss = ref_f32(ref, "loss");
             if (rloss) CHECK_NEAR(l, rloss[0], LOSS_TOL);
-            double worst = 0;
-            for (int64_t i = 0; i < m->params.n_items; i++) {
-                spry_param *p = &m->params.items[i];
-                char        name[128];
-                ref_name(m, "grad.", p->t.name, name, sizeof name);
-                const float *rg = ref_f32(ref, name);
-                if (!rg) continue;
-                double ge = compare(&p->grad_t, rg, spry_model_param_is_conv1d(m, p->t.name));
-                worst     = ge > worst ? ge : worst;
-                CHECK_MSG(ge < GRAD_NMSE, "%s: gradient of %s NMSE %.3g", arch, p->t.name, ge);
-            }
+            double worst = check_grads(m, ref, "grad.", arch);
             printf("%s: loss %.7f (ref %.7f), logits NMSE %.2e, worst gradient NMSE %.2e over %lld tensors\n",
                    arch, (double)l, rloss ? (double)rloss[0] : 0.0, e, worst, (long long)m->params.n_items);
         }

@@ -31,22 +31,15 @@ spry_model_config spry_model_config_bert(int64_t vocab, int64_t n_pos, int64_t C
 // key lengths, scatter back over x (B, T, C) (dropped tokens pass through).
 static spry_tensor *routed_encoder_block(spry_ctx *ctx, const spry_model *m, int64_t l, spry_tensor *x,
                                          const spry_attn_params *ap, const spry_token_route *rt) {
-    int64_t      B = x->shape[0], T = x->shape[1], r = rt->r;
-    spry_tensor *idx = spry_new(ctx, SPRY_DTYPE_I32, 2, SPRY_SHAPE(B, r)); // (B, r)
+    int64_t      B = x->shape[0], r = rt->r;
+    spry_tensor *idx = spry_route_index(ctx, rt, B, x->shape[1], (int)l); // (B, r)
     spry_tensor *kl  = ap->key_len ? spry_new(ctx, SPRY_DTYPE_I32, 1, &B) : NULL;
     if (ctx->status) return idx;
-    for (int64_t b = 0; b < B; b++) {
+    for (int64_t b = 0; kl && b < B; b++) { // kept indices increase: the real ones come first
         int32_t real = 0;
-        for (int64_t k = 0; k < r; k++) {
-            int32_t j = rt->kept[b * r + k];
-            SPRY_ASSERT(j >= 0 && j < T && (k == 0 || j > rt->kept[b * r + k - 1]),
-                        "bert: route of layer %lld: kept indices must increase within [0, %lld)",
-                        (long long)l, (long long)T);
-            ((int32_t *)idx->data)[b * r + k] = j;
-            if (kl && j < ((const int32_t *)ap->key_len->data)[b]) real++;
-        }
+        while (real < r && rt->kept[b * r + real] < ((const int32_t *)ap->key_len->data)[b]) real++;
         // no real token kept: the row's outputs are padding's, ignored; one key keeps softmax finite
-        if (kl) ((int32_t *)kl->data)[b] = real > 0 ? real : 1;
+        ((int32_t *)kl->data)[b] = real > 0 ? real : 1;
     }
     spry_attn_params apr = *ap;
     apr.key_len          = kl;

@@ -212,15 +212,8 @@ void spry_model_init_weights(spry_model *m, uint64_t seed) {
 static spry_tensor *routed_block(spry_ctx *ctx, const spry_model *m, int64_t l, spry_tensor *x,
                                  const spry_attn_params *ap, const spry_token_route *rt) {
     const spry_model_config *c = &m->cfg;
-    int64_t      B = x->shape[0], T = x->shape[1], r = rt->r;
-    spry_tensor *idx = spry_new(ctx, SPRY_DTYPE_I32, 2, SPRY_SHAPE(B, r)); // (B, r)
+    spry_tensor *idx = spry_route_index(ctx, rt, x->shape[0], x->shape[1], (int)l); // (B, r)
     if (ctx->status) return idx;
-    for (int64_t i = 0; i < B * r; i++) {
-        SPRY_ASSERT(rt->kept[i] >= 0 && rt->kept[i] < T && (i % r == 0 || rt->kept[i] > rt->kept[i - 1]),
-                    "model: route of layer %lld: kept indices must increase within [0, %lld)",
-                    (long long)l, (long long)T);
-        ((int32_t *)idx->data)[i] = rt->kept[i];
-    }
     spry_attn_params apr = *ap;
     if (apr.alibi) apr.pos = idx;
     spry_tensor *part = spry_gather_rows(ctx, x, idx); // (B, r, C)

@@ -43,3 +43,15 @@ spry_tensor *spry_encoder_block_forward(spry_ctx *ctx, const spry_block *b, spry
     spry_tensor_set_name(x, "blk.%d.out", il);
     return x;
 }
+
+spry_tensor *spry_route_index(spry_ctx *ctx, const spry_token_route *rt, int64_t B, int64_t T, int il) {
+    int64_t      r   = rt->r;
+    spry_tensor *idx = spry_new(ctx, SPRY_DTYPE_I32, 2, SPRY_SHAPE(B, r)); // (B, r)
+    if (ctx->status) return idx;
+    for (int64_t i = 0; i < B * r; i++) {
+        SPRY_ASSERT(rt->kept[i] >= 0 && rt->kept[i] < T && (i % r == 0 || rt->kept[i] > rt->kept[i - 1]),
+                    "model: route of layer %d: kept indices must increase within [0, %lld)", il, (long long)T);
+        ((int32_t *)idx->data)[i] = rt->kept[i];
+    }
+    return idx;
+}

@@ -22,4 +22,8 @@ spry_tensor *spry_block_forward(spry_ctx *ctx, const spry_block *blk, spry_tenso
 spry_tensor *spry_encoder_block_forward(spry_ctx *ctx, const spry_block *blk, spry_tensor *x,
                                         const spry_attn_params *ap, float eps, float dropout, int il);
 
+// A layer's token route as an I32 (B, r) index tensor in the step arena (the gather/scatter
+// index of a routed block). Unsorted or out-of-range kept indices are programmer errors.
+spry_tensor *spry_route_index(spry_ctx *ctx, const spry_token_route *rt, int64_t B, int64_t T, int il);
+
 #endif
