@@ -18,7 +18,7 @@ build: $(BUILD)/CMakeCache.txt
 run: setup build
 	bash scripts/run_demo.sh $(BUILD)
 
-test: build
+test: setup build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 
 test-asan:
