@@ -297,6 +297,9 @@ def report(res, best, E, steps100, wall):
     t_l, t_b = statistics.mean(r["step_s"] for r in l), statistics.mean(r["step_s"] for r in b)
     log(f"RESULT ltd_step_time spry={t_l:.4f} base={t_b:.4f} ratio={t_l / t_b:.3f} unit=s_per_step "
         f"(FLOP model {model:.3f} at mean r/T {rt:.2f})")
+    for frac in BUDGETS:  # per budget too: runs of one budget ran at about the same time (same load)
+        tb, tl = (statistics.mean(r["step_s"] for r in table[(n, frac)][2]) for n in ("base", "ltd"))
+        log(f"RESULT ltd_step_time_{int(round(frac * 100))} spry={tl:.4f} base={tb:.4f} ratio={tl / tb:.3f} unit=s_per_step")
     mm, bs = res[f"ltdminmax-100-lr{best:g}-s1"], res[f"base-100-lr{best:g}-s1"]
     log(f"control: random-LTD min = max vs baseline, seed 1: {'bit-identical' if mm['losses'] == bs['losses'] else 'DIFFERENT'} losses")
     ss = [res[f"base-samesteps-100-lr{best:g}-s{s}"]["val_loss"] for s in STRESS_SEEDS]
