@@ -129,6 +129,36 @@ spry_status spry_dequantize_rows(spry_wfmt fmt, const void *w, float *y, int64_t
 spry_status spry_gemv(float *y, const float *x, const void *w, spry_wfmt fmt, const float *bias,
                       int64_t M, int64_t K, int64_t N, int n_threads);
 
+// ------------------------------------------------------------------------------------------------
+// Packed quantized GEMM (prompt processing, batched decode; src/quant/qgemm.c)
+
+// Bytes of W (N, K) in Q8_0 or Q4_0 repacked into panels of 16 output columns for spry_qgemm
+// (the same bytes per weight as the rows, the panel count rounded up to even); 0 when fmt is
+// neither, N < 1, or K is not a positive multiple of 32.
+int64_t spry_qpack_size(spry_wfmt fmt, int64_t N, int64_t K);
+
+// Repacks W (N, K), N rows of Q8_0 or Q4_0 blocks (GGUF's bytes), into packed
+// (spry_qpack_size(fmt, N, K) bytes, 64-byte aligned for speed). Rows are split over n_threads
+// OpenMP threads (0 = all). Returns SPRY_ERR_ARG (message set, packed untouched) on a bad fmt,
+// shape or NULL pointer.
+spry_status spry_qpack(spry_wfmt fmt, const void *rows, int64_t N, int64_t K, void *packed,
+                       int n_threads);
+
+// Bytes of scratch spry_qgemm needs for M rows of width K (0 on a bad shape).
+int64_t spry_qgemm_scratch_size(int64_t M, int64_t K);
+
+// Y (M, N) = X (M, K) @ W^T + bias with W packed by spry_qpack (fmt as packed), bias (N) or NULL.
+// Each row of X is quantized to Q8_0 as in spry_gemv; per output element and block, in k order,
+// acc = fma(exact integer dot, d_w * d_x, acc), then + bias. Every kernel (scalar; AVX-512 VNNI,
+// tiles of 6 rows x 32 columns) uses that one order, so Y is bit-identical for any M, any split
+// of the rows into calls, any thread count and either kernel. scratch holds
+// spry_qgemm_scratch_size(M, K) bytes, or is NULL (then allocated per call). Columns are split
+// over n_threads OpenMP threads (0 = all; small products use one). Y must not overlap the inputs.
+// Returns SPRY_ERR_ARG (Y untouched) on a bad fmt, shape or NULL pointer (bias and scratch
+// excepted), SPRY_ERR_NOMEM when a NULL scratch cannot be allocated. Thread safe.
+spry_status spry_qgemm(float *y, const float *x, const void *packed, spry_wfmt fmt, const float *bias,
+                       int64_t M, int64_t K, int64_t N, void *scratch, int n_threads);
+
 // Instruction sets of the quant kernels (quantizers and GEMV), best last.
 typedef enum spry_quant_isa {
     SPRY_QUANT_ISA_AUTO = 0, // the best the CPU has (the default)

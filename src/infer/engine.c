@@ -79,6 +79,7 @@ struct spry_engine {
     wmat              *mats;   // (L * 4 + 1): per layer qkv, proj, fc, fc2; then the LM head
     bool               packed_bf16; // bf16 weights in packed panels (CPU with AVX512-BF16)
     bool               packed_f16;  // f16 weights in packed panels (CPU with AVX-512)
+    bool               packed_q;    // Q8_0/Q4_0 weights in spry_qpack panels (CPU with AVX-512 VNNI)
     spry_engine_params p;
     int64_t            L, C, H, D, V, I, max_blocks;
     // the pool
@@ -101,7 +102,8 @@ struct spry_engine {
     batch_item *items;            // (max_seqs + 1)
     int         n_items;
     float      *x, *h, *qkv, *att, *ff, *logits, *scratch; // activations (max_batch_tokens rows)
-    uint16_t   *xb;               // (max_batch_tokens, max(C, I)) activations rounded to bf16
+    uint16_t   *xb;               // (max_batch_tokens, max(C, I)) activations rounded to bf16, or
+                                  // spry_qgemm's scratch for as many rows
     int64_t    *tok_pos;          // (max_batch_tokens) position of each batch row
     int32_t    *tok_id;           // (max_batch_tokens)
     int32_t    *tok_item;         // (max_batch_tokens) batch item of each row
@@ -333,19 +335,46 @@ void spry_engine_free(spry_engine *e) {
     free(e);
 }
 
+// Advises the OS that the whole pages inside [p, p + n) are not needed now (advisory: a failure
+// only keeps the memory). Mapped file pages are read again from the file if touched later.
+static void drop_pages(const void *p, size_t n) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)p + page - 1) / page * page, hi = ((uintptr_t)p + n) / page * page;
+    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 // Hands the whole pages inside the model's layer matrices back to the OS (they read as zeros
 // afterwards): the engine computes from its own copies, and the embedding rows (wte) stay.
 static void release_matrices(spry_engine *e) {
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     for (int64_t l = 0; l < e->L; l++) {
         const spry_block  *b    = &e->m->blocks[l];
         const spry_tensor *ts[] = {b->qkv_w, b->proj_w, b->fc_w, b->fc2_w};
-        for (int k = 0; k < 4; k++) {
-            uintptr_t lo = ((uintptr_t)ts[k]->data + page - 1) / page * page;
-            uintptr_t hi = ((uintptr_t)ts[k]->data + (uintptr_t)spry_tensor_nbytes(ts[k])) / page * page;
-            if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED); // advisory: failure only keeps the memory
-        }
+        for (int k = 0; k < 4; k++) drop_pages(ts[k]->data, spry_tensor_nbytes(ts[k]));
     }
+}
+
+// Matrix i (tensor t, (N, K)) as Q8_0/Q4_0 panels for spry_qgemm: from the mapped rows when given
+// (their pages are dropped afterwards: the panels are the engine's copy), else quantized from t.
+static spry_status pack_quant(spry_engine *e, int64_t i, const spry_tensor *t, int64_t N, int64_t K) {
+    const spry_wfmt fmt  = e->p.weight_format;
+    const size_t    rows = spry_wfmt_row_bytes(fmt, K) * (size_t)N;
+    const void     *src  = e->p.mapped_rows ? e->p.mapped_rows[i] : NULL;
+    void           *tmp  = NULL;
+    if (!src) {
+        if (!(tmp = malloc(rows))) return spry_errorf(SPRY_ERR_NOMEM, "engine: out of memory for converted weights");
+        spry_status st = spry_quantize_rows(fmt, t->data, tmp, N, K, e->p.n_threads);
+        if (st != SPRY_OK) return free(tmp), st;
+        src = tmp;
+    }
+    size_t sz        = ((size_t)spry_qpack_size(fmt, N, K) + 63) / 64 * 64;
+    e->mats[i].owned = aligned_alloc(64, sz);
+    if (!e->mats[i].owned) return free(tmp), spry_errorf(SPRY_ERR_NOMEM, "engine: out of memory for packed weights");
+    spry_status st = spry_qpack(fmt, src, N, K, e->mats[i].owned, e->p.n_threads);
+    if (tmp) free(tmp);
+    else drop_pages(src, rows);
+    e->mats[i].w = e->mats[i].owned;
+    e->packed_q  = true;
+    return st;
 }
 
 // The model's matrices in the engine's weight format (f32: the model's own tensors).
@@ -373,6 +402,10 @@ static spry_status convert_weights(spry_engine *e) {
                                "a matrix has %lld", spry_wfmt_name(e->p.weight_format),
                                (long long)spry_wfmt_block(e->p.weight_format), (long long)K);
         bool rows_fmt = e->p.weight_format == SPRY_WFMT_Q8_0 || e->p.weight_format == SPRY_WFMT_Q4_0;
+        if (rows_fmt && spry_quant_isa_used(e->p.weight_format) == SPRY_QUANT_ISA_AVX512) {
+            SPRY_TRY(pack_quant(e, i, t, N, K));
+            continue;
+        }
         if (rows_fmt && e->p.mapped_rows && e->p.mapped_rows[i]) { // read in place (e.g. an mmapped GGUF)
             e->mats[i].w = e->p.mapped_rows[i];
             continue;
@@ -404,12 +437,13 @@ static spry_status convert_weights(spry_engine *e) {
 }
 
 // Y (M, N) = X (M, K) @ W^T + bias for weight matrix i, in the engine's format. Fails only when
-// spry_gemv cannot allocate its activation scratch (SPRY_ERR_NOMEM).
+// spry_gemv cannot allocate its activation scratch (SPRY_ERR_NOMEM); spry_qgemm uses e->xb.
 static spry_status linear(const spry_engine *e, int64_t i, const float *X, int64_t M, int64_t K, const float *bias,
                           int64_t N, float *Y) {
     if (e->p.weight_format == SPRY_WFMT_F32) spry_eng_linear_packed(X, M, K, e->mats[i].w, bias, N, Y);
     else if (e->packed_bf16) spry_eng_linear_packed_bf16(X, M, K, e->mats[i].w, bias, N, Y, e->xb);
     else if (e->packed_f16) spry_eng_linear_packed_f16(X, M, K, e->mats[i].w, bias, N, Y);
+    else if (e->packed_q) return spry_qgemm(Y, X, e->mats[i].w, e->p.weight_format, bias, M, K, N, e->xb, e->p.n_threads);
     else return spry_gemv(Y, X, e->mats[i].w, e->p.weight_format, bias, M, K, N, e->p.n_threads);
     return SPRY_OK;
 }
@@ -463,7 +497,8 @@ spry_status spry_engine_init(spry_model *m, const spry_engine_params *pp, spry_e
     e->att        = malloc(sizeof(float) * T * C);
     e->qkv        = malloc(sizeof(float) * T * 3 * C);
     e->ff         = malloc(sizeof(float) * T * (size_t)e->I);
-    e->xb         = malloc(sizeof(uint16_t) * T * (size_t)(e->I > e->C ? e->I : e->C));
+    int64_t KX    = e->I > e->C ? e->I : e->C, qs = spry_qgemm_scratch_size((int64_t)T, KX);
+    e->xb         = malloc(qs > (int64_t)(sizeof(uint16_t) * T * (size_t)KX) ? (size_t)qs : sizeof(uint16_t) * T * (size_t)KX);
     e->tok_pos    = malloc(sizeof(int64_t) * T);
     e->tok_id     = malloc(sizeof(int32_t) * T);
     e->tok_item   = malloc(sizeof(int32_t) * T);
@@ -500,19 +535,16 @@ spry_status spry_engine_init(spry_model *m, const spry_engine_params *pp, spry_e
 // head, read through the block table; one pass with a running maximum (online softmax).
 static void attend(const spry_engine *e, const int32_t *table, int64_t l, int64_t h, const float *q, int64_t p,
                    float slope, float *out) {
-    int64_t D = e->D, bt = e->p.block_tokens, C = e->C;
-    float   scale = 1.0f / sqrtf((float)D), mx = -INFINITY, sum = 0;
-    for (int64_t d = 0; d < D; d++) out[d] = 0;
-    for (int64_t j0 = 0; j0 <= p; j0 += bt) {
-        const float *Kt = kv_row(e, table[j0 / bt], l, 0, 0) + h * D * bt; // (D, bt) of this head
-        const float *V  = kv_row(e, table[j0 / bt], l, 1, 0) + h * D;
-        int64_t      nj = p - j0 + 1 < bt ? p - j0 + 1 : bt;
-        for (int64_t t = 0; t < nj; t += 16)
-            spry_eng_attend_chunk(q, Kt + t, bt, V + t * C, C, nj - t < 16 ? nj - t : 16, D, scale, slope, j0 + t - p,
-                                  out, &mx, &sum);
-    }
-    float inv = 1.0f / sum;
-    for (int64_t d = 0; d < D; d++) out[d] *= inv;
+    int64_t      D = e->D, bt = e->p.block_tokens, C = e->C;
+    const float *kbase = kv_row(e, 0, l, 0, 0) + h * D * bt, *vbase = kv_row(e, 0, l, 1, 0) + h * D;
+    size_t       bstride = (size_t)e->L * 2 * (size_t)(bt * C); // from one pool block to the next
+    spry_eng_attend(q, table, kbase, vbase, bstride, bt, C, p + 1, D, 1.0f / sqrtf((float)D), slope, out);
+}
+
+// x (n) += y (n), in parallel for large n (elementwise: the same result on any split).
+static void add_rows(float *x, const float *y, int64_t n) {
+#pragma omp parallel for schedule(static) if (n >= 65536)
+    for (int64_t i = 0; i < n; i++) x[i] += y[i];
 }
 
 // Runs the model over the rows of the batch (e->tok_id / tok_pos / tok_item, n rows), storing
@@ -526,6 +558,7 @@ static spry_status forward(spry_engine *e, int64_t n) {
     float   eps   = c->layer_norm_eps;
     const float *wte = m->wte->data;
     // embeddings
+#pragma omp parallel for schedule(static) if (n >= 8)
     for (int64_t r = 0; r < n; r++) {
         float       *x  = e->x + r * C;
         const float *te = wte + (int64_t)e->tok_id[r] * C;
@@ -538,10 +571,12 @@ static spry_status forward(spry_engine *e, int64_t n) {
     }
     for (int64_t l = 0; l < e->L; l++) {
         const spry_block *b = &m->blocks[l];
+#pragma omp parallel for schedule(static) if (n >= 8)
         for (int64_t r = 0; r < n; r++)
             spry_eng_layernorm(e->x + r * C, b->ln1_w->data, b->ln1_b->data, e->h + r * C, C, eps);
         SPRY_TRY(linear(e, l * 4 + 0, e->h, n, C, b->qkv_b->data, 3 * C, e->qkv));
-        // keys and values of the new rows into their blocks
+        // keys and values of the new rows into their blocks (each row its own slot)
+#pragma omp parallel for schedule(static) if (n >= 8)
         for (int64_t r = 0; r < n; r++) {
             seq       *s   = e->items[e->tok_item[r]].s;
             int64_t    p   = e->tok_pos[r];
@@ -554,23 +589,23 @@ static spry_status forward(spry_engine *e, int64_t n) {
                 memcpy(vd + hh * D, q3 + vo, sizeof(float) * (size_t)D);
             }
         }
-        // attention: each (row, head) over its sequence's positions [0, p], one pass
 #pragma omp parallel for schedule(dynamic, 1)
-        for (int64_t rh = 0; rh < n * H; rh++) {
-            int64_t      r = rh / H, hh = rh % H, p = e->tok_pos[r];
+        for (int64_t rh = 0; rh < n * H; rh++) { // head-major: a head's keys and values stay in cache
+            int64_t      r = rh % n, hh = rh / n, p = e->tok_pos[r];
             const seq   *s = e->items[e->tok_item[r]].s;
             const float *q = e->qkv + r * 3 * C + (bloom ? hh * 3 * D : hh * D);
             float        slope = bloom ? spry_alibi_slope(hh, H) : 0.0f;
             attend(e, s->table, l, hh, q, p, slope, e->att + r * C + hh * D);
         }
         SPRY_TRY(linear(e, l * 4 + 1, e->att, n, C, b->proj_b->data, C, e->h));
-        for (int64_t i = 0; i < n * C; i++) e->x[i] += e->h[i];
+        add_rows(e->x, e->h, n * C);
+#pragma omp parallel for schedule(static) if (n >= 8)
         for (int64_t r = 0; r < n; r++)
             spry_eng_layernorm(e->x + r * C, b->ln2_w->data, b->ln2_b->data, e->h + r * C, C, eps);
         SPRY_TRY(linear(e, l * 4 + 2, e->h, n, C, b->fc_b->data, I, e->ff));
         spry_eng_gelu(e->ff, n * I);
         SPRY_TRY(linear(e, l * 4 + 3, e->ff, n, I, b->fc2_b->data, C, e->h));
-        for (int64_t i = 0; i < n * C; i++) e->x[i] += e->h[i];
+        add_rows(e->x, e->h, n * C);
     }
     // final LayerNorm and the LM head on the rows that end an item asking for logits
     int64_t k = 0;

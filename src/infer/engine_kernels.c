@@ -339,44 +339,106 @@ static void attend_chunk_scalar(const float *q, const float *Kt, int64_t kstride
 }
 
 
-AVX512 static void attend_chunk_avx512(const float *q, const float *Kt, int64_t kstride, const float *V,
-                                       int64_t vstride, int64_t n, int64_t D, float scale, float slope, int64_t rel0,
-                                       float *out, float *mx, float *sum) {
-    // scores of the 16 keys side by side: the keys are stored d-major, so each d is one load
-    __mmask16 live = (__mmask16)((1u << n) - 1);
-    __m512    acc  = _mm512_setzero_ps();
-    for (int64_t d = 0; d < D; d++)
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), _mm512_maskz_loadu_ps(live, Kt + d * kstride), acc);
-    __m512 pos = _mm512_add_ps(_mm512_set1_ps((float)rel0),
-                               _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-    __m512 sv  = _mm512_mask_blend_ps(live, _mm512_set1_ps(-INFINITY),
-                                      _mm512_fmadd_ps(_mm512_set1_ps(slope), pos,
-                                                      _mm512_mul_ps(acc, _mm512_set1_ps(scale))));
-    float  s[16];
-    float cm = _mm512_reduce_max_ps(sv);
-    if (cm > *mx) {
-        float f = expf(*mx - cm);
-        *sum *= f;
-        for (int64_t d = 0; d < D; d++) out[d] *= f;
-        *mx = cm;
+// One query row over all its keys with the weighted values kept in registers: DC vectors of 16
+// columns (D <= 16 DC), each in two chains (even and odd keys) added at the end. Scores use eight
+// chains over d (d mod 8), added pairwise. DC is a constant after inlining.
+AVX512 __attribute__((always_inline)) static inline void
+attend_row_avx512(const float *q, const int32_t *table, const float *kbase, const float *vbase, size_t bstride,
+                  int64_t bt, int64_t vstride, int64_t nk, int64_t D, float scale, float slope, float *out, int DC) {
+    __m512    o0[8], o1[8];
+    __mmask16 dm[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < DC; i++) {
+        int64_t rest = D - 16 * i;
+        dm[i] = rest >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << rest) - 1);
+        o0[i] = o1[i] = _mm512_setzero_ps();
     }
-    __m512 w = _mm512_maskz_mov_ps(live, spry_exp16(_mm512_sub_ps(sv, _mm512_set1_ps(*mx))));
-    *sum += _mm512_reduce_add_ps(w);
-    _mm512_storeu_ps(s, w);
-    for (int64_t d = 0; d < D; d += 16) {
-        __mmask16 m = D - d >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - d)) - 1);
-        __m512    o = _mm512_maskz_loadu_ps(m, out + d);
-        for (int64_t t = 0; t < n; t++)
-            o = _mm512_fmadd_ps(_mm512_set1_ps(s[t]), _mm512_maskz_loadu_ps(m, V + t * vstride + d), o);
-        _mm512_mask_storeu_ps(out + d, m, o);
+    const __m512 lane = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    float        mx = -INFINITY, sum = 0;
+    for (int64_t j0 = 0; j0 < nk; j0 += bt) {
+        const float *Kt = kbase + (size_t)table[j0 / bt] * bstride, *V = vbase + (size_t)table[j0 / bt] * bstride;
+        int64_t      nj = nk - j0 < bt ? nk - j0 : bt;
+        for (int64_t t0 = 0; t0 < nj; t0 += 16) {
+            int64_t   n    = nj - t0 < 16 ? nj - t0 : 16;
+            __mmask16 live = (__mmask16)((1u << n) - 1);
+            __m512    acc[8];
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) acc[i] = _mm512_setzero_ps();
+            int64_t d = 0;
+            for (; d + 8 <= D; d += 8)
+#pragma GCC unroll 8
+                for (int i = 0; i < 8; i++)
+                    acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(q[d + i]),
+                                             _mm512_maskz_loadu_ps(live, Kt + (d + i) * bt + t0), acc[i]);
+            for (; d < D; d++)
+                acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), _mm512_maskz_loadu_ps(live, Kt + d * bt + t0), acc[0]);
+            __m512 dot = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])),
+                                       _mm512_add_ps(_mm512_add_ps(acc[4], acc[5]), _mm512_add_ps(acc[6], acc[7])));
+            __m512 pos = _mm512_add_ps(_mm512_set1_ps((float)(j0 + t0 - (nk - 1))), lane);
+            __m512 sv  = _mm512_mask_blend_ps(live, _mm512_set1_ps(-INFINITY),
+                                              _mm512_fmadd_ps(_mm512_set1_ps(slope), pos,
+                                                              _mm512_mul_ps(dot, _mm512_set1_ps(scale))));
+            float  cm  = _mm512_reduce_max_ps(sv);
+            if (cm > mx) {
+                __m512 f = _mm512_set1_ps(expf(mx - cm));
+                sum *= expf(mx - cm);
+#pragma GCC unroll 8
+                for (int i = 0; i < DC; i++) o0[i] = _mm512_mul_ps(o0[i], f), o1[i] = _mm512_mul_ps(o1[i], f);
+                mx = cm;
+            }
+            __m512 w = _mm512_maskz_mov_ps(live, spry_exp16(_mm512_sub_ps(sv, _mm512_set1_ps(mx))));
+            sum += _mm512_reduce_add_ps(w);
+            const float *vr = V + t0 * vstride;
+            int64_t      t  = 0;
+            for (; t + 2 <= n; t += 2) {
+                __m512 w0 = _mm512_permutexvar_ps(_mm512_set1_epi32((int)t), w);
+                __m512 w1 = _mm512_permutexvar_ps(_mm512_set1_epi32((int)t + 1), w);
+#pragma GCC unroll 8
+                for (int i = 0; i < DC; i++) {
+                    o0[i] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(dm[i], vr + t * vstride + 16 * i), o0[i]);
+                    o1[i] = _mm512_fmadd_ps(w1, _mm512_maskz_loadu_ps(dm[i], vr + (t + 1) * vstride + 16 * i), o1[i]);
+                }
+            }
+            if (t < n) {
+                __m512 w0 = _mm512_permutexvar_ps(_mm512_set1_epi32((int)t), w);
+#pragma GCC unroll 8
+                for (int i = 0; i < DC; i++)
+                    o0[i] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(dm[i], vr + t * vstride + 16 * i), o0[i]);
+            }
+        }
     }
+    __m512 inv = _mm512_set1_ps(1.0f / sum);
+#pragma GCC unroll 8
+    for (int i = 0; i < DC; i++) _mm512_mask_storeu_ps(out + 16 * i, dm[i], _mm512_mul_ps(_mm512_add_ps(o0[i], o1[i]), inv));
 }
 
-void spry_eng_attend_chunk(const float *q, const float *Kt, int64_t kstride, const float *V, int64_t vstride,
-                           int64_t n, int64_t D, float scale, float slope, int64_t rel0, float *out, float *mx,
-                           float *sum) {
-    if (spry_cpu_detect().avx512f)
-        attend_chunk_avx512(q, Kt, kstride, V, vstride, n, D, scale, slope, rel0, out, mx, sum);
-    else
-        attend_chunk_scalar(q, Kt, kstride, V, vstride, n, D, scale, slope, rel0, out, mx, sum);
+#define ATTEND_ROW_CASE(dc)                                                                                  \
+    case dc: attend_row_avx512(q, table, kbase, vbase, bstride, bt, vstride, nk, D, scale, slope, out, dc); return true;
+AVX512 static bool attend_row_dispatch(const float *q, const int32_t *table, const float *kbase, const float *vbase,
+                                       size_t bstride, int64_t bt, int64_t vstride, int64_t nk, int64_t D, float scale,
+                                       float slope, float *out) {
+    switch ((D + 15) / 16) {
+        ATTEND_ROW_CASE(1) ATTEND_ROW_CASE(2) ATTEND_ROW_CASE(3) ATTEND_ROW_CASE(4)
+        ATTEND_ROW_CASE(5) ATTEND_ROW_CASE(6) ATTEND_ROW_CASE(7) ATTEND_ROW_CASE(8)
+    default: return false;
+    }
+    return true;
+}
+
+void spry_eng_attend(const float *q, const int32_t *table, const float *kbase, const float *vbase, size_t bstride,
+                     int64_t bt, int64_t vstride, int64_t nk, int64_t D, float scale, float slope, float *out) {
+    if (spry_cpu_detect().avx512f &&
+        attend_row_dispatch(q, table, kbase, vbase, bstride, bt, vstride, nk, D, scale, slope, out))
+        return;
+    float mx = -INFINITY, sum = 0;
+    for (int64_t d = 0; d < D; d++) out[d] = 0;
+    for (int64_t j0 = 0; j0 < nk; j0 += bt) {
+        const float *Kt = kbase + (size_t)table[j0 / bt] * bstride, *V = vbase + (size_t)table[j0 / bt] * bstride;
+        int64_t      nj = nk - j0 < bt ? nk - j0 : bt;
+        for (int64_t t = 0; t < nj; t += 16)
+            attend_chunk_scalar(q, Kt + t, bt, V + t * vstride, vstride, nj - t < 16 ? nj - t : 16, D, scale, slope,
+                                j0 + t - (nk - 1), out, &mx, &sum);
+    }
+    float inv = 1.0f / sum;
+    for (int64_t d = 0; d < D; d++) out[d] *= inv;
 }

@@ -9,6 +9,7 @@
 #define SPRY_ENGINE_KERNELS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 // y (C) = LayerNorm(x (C)) * w + b (biased variance, eps inside the square root).
@@ -35,15 +36,16 @@ bool spry_eng_linear_packed_bf16(const float *X, int64_t M, int64_t K, const uin
 void spry_eng_pack_f16(const uint16_t *W, int64_t N, int64_t K, uint16_t *Wh);
 bool spry_eng_linear_packed_f16(const float *X, int64_t M, int64_t K, const uint16_t *Wh, const float *bias,
                                 int64_t N, float *Y);
-// One step of single-pass attention for a query q (D): folds n <= 16 keys and values, at
-// positions rel0 .. rel0 + n - 1 relative to the query, into the running online softmax. Keys are
-// stored d-major: key t's element d at Kt[d * kstride + t]; values row-major: V[t * vstride + d].
-// Scores q.k * scale + slope * position; *mx is their running maximum (start at -INFINITY), *sum
-// the running sum of e^(score - *mx), out (D) the unnormalized weighted values (start at 0;
-// divide by *sum after the last chunk). AVX-512 when present, else scalar.
-void spry_eng_attend_chunk(const float *q, const float *Kt, int64_t kstride, const float *V, int64_t vstride,
-                           int64_t n, int64_t D, float scale, float slope, int64_t rel0, float *out, float *mx,
-                           float *sum);
+// Single-pass attention of one query q (D) over its nk keys, positions 0 .. nk - 1, in KV blocks
+// of bt positions: block j of the sequence is pool block table[j], whose keys start at
+// kbase + table[j] * bstride, stored d-major (key t's element d at [d * bt + t]), and whose values
+// start at vbase + table[j] * bstride, row-major (value t's element d at [t * vstride + d]).
+// Scores q.k * scale + slope * (position - (nk - 1)) (ALiBi; slope 0 for none), an online softmax
+// over chunks of at most 16 keys cut at block boundaries, out (D) = the weighted values. The
+// arithmetic depends on the query's own keys only (batch invariance). AVX-512 with the sums in
+// registers when present and D <= 128, else scalar.
+void spry_eng_attend(const float *q, const int32_t *table, const float *kbase, const float *vbase, size_t bstride,
+                     int64_t bt, int64_t vstride, int64_t nk, int64_t D, float scale, float slope, float *out);
 // x (n) = gelu_tanh(x), in place.
 void spry_eng_gelu(float *x, int64_t n);
 
