@@ -161,38 +161,38 @@ static void tile_q4_0_scalar(QTILE_ARGS) { tile_scalar(wp, pstride, bb, a, m0, R
 AVX512_Q_INLINE void tile_avx512(QTILE_ARGS, int Rc, bool q4) {
     (void)R;
     const int64_t nb = a->nb;
-    __m512 fa[MR][NR];
-#pragma GCC unroll 6
+    __m512 fa[8][NR];
+#pragma GCC unroll 8
     for (int r = 0; r < Rc; r++)
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (int t = 0; t < NR; t++)
             fa[r][t] = _mm512_setzero_ps();
     const __m512i lo4 = _mm512_set1_epi8(0x0F);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wb = wp + (size_t)b * bb;
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (int t = 0; t < NR; t++)
             for (size_t o = 0; o < bb; o += 64)
                 _mm_prefetch((const char *)(wb + t * pstride + PF_BLOCKS * bb + o), _MM_HINT_T0);
-        const int8_t *xq[MR];
-        __m512i ia[MR][NR];
-#pragma GCC unroll 6
+        const int8_t *xq[8];
+        __m512i ia[8][NR];
+#pragma GCC unroll 8
         for (int r = 0; r < Rc; r++) {
             xq[r]     = a->blk[(m0 + r) * nb + b].qs;
             __m512i c = _mm512_set1_epi32(a->corr[(m0 + r) * nb + b]);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
             for (int t = 0; t < NR; t++)
                 ia[r][t] = c;
         }
         if (q4) {
 #pragma GCC unroll 4
             for (int h = 0; h < 4; h++)
-#pragma GCC unroll 2
+#pragma GCC unroll 4
                 for (int t = 0; t < NR; t++) {
                     __m512i v  = _mm512_loadu_si512(wb + t * pstride + 32 + h * 64);
                     __m512i lo = _mm512_and_si512(v, lo4);
                     __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
-#pragma GCC unroll 6
+#pragma GCC unroll 8
                     for (int r = 0; r < Rc; r++) {
                         ia[r][t] = _mm512_dpbusd_epi32(ia[r][t], lo, _mm512_set1_epi32(quad_at(xq[r] + 4 * h)));
                         ia[r][t] = _mm512_dpbusd_epi32(ia[r][t], hi, _mm512_set1_epi32(quad_at(xq[r] + 16 + 4 * h)));
@@ -201,46 +201,45 @@ AVX512_Q_INLINE void tile_avx512(QTILE_ARGS, int Rc, bool q4) {
         } else {
 #pragma GCC unroll 8
             for (int g = 0; g < 8; g++)
-#pragma GCC unroll 2
+#pragma GCC unroll 4
                 for (int t = 0; t < NR; t++) {
                     __m512i v = _mm512_loadu_si512(wb + t * pstride + 32 + g * 64);
-#pragma GCC unroll 6
+#pragma GCC unroll 8
                     for (int r = 0; r < Rc; r++)
                         ia[r][t] = _mm512_dpbusd_epi32(ia[r][t], v, _mm512_set1_epi32(quad_at(xq[r] + 4 * g)));
                 }
         }
         __m512 sw[NR];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (int t = 0; t < NR; t++)
             sw[t] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wb + t * pstride)));
-#pragma GCC unroll 6
+#pragma GCC unroll 8
         for (int r = 0; r < Rc; r++) {
             __m512 dx = _mm512_set1_ps(a->d[(m0 + r) * nb + b]);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
             for (int t = 0; t < NR; t++)
                 fa[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[r][t]), _mm512_mul_ps(sw[t], dx), fa[r][t]);
         }
     }
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (int t = 0; t < NR; t++) {
         int64_t j = j0 + t * COLS, live = N - j;
         if (live <= 0)
             break;
         __mmask16 mk = live >= COLS ? (__mmask16)0xFFFF : (__mmask16)((1u << live) - 1);
         __m512 bv    = bias ? _mm512_maskz_loadu_ps(mk, bias + j) : _mm512_setzero_ps();
-#pragma GCC unroll 6
+#pragma GCC unroll 8
         for (int r = 0; r < Rc; r++)
             _mm512_mask_storeu_ps(y + r * ldy + j, mk, bias ? _mm512_add_ps(fa[r][t], bv) : fa[r][t]);
     }
 }
 
+#define QTILE_CASE(Rc, q4)                                                                         \
+    case Rc: tile_avx512(wp, pstride, bb, a, m0, R, y, ldy, j0, N, bias, Rc <= MR ? Rc : 1, q4); break;
 #define QTILE_CASES(q4)                                                                            \
     switch (R) {                                                                                   \
-    case 6: tile_avx512(wp, pstride, bb, a, m0, R, y, ldy, j0, N, bias, 6, q4); break;             \
-    case 5: tile_avx512(wp, pstride, bb, a, m0, R, y, ldy, j0, N, bias, 5, q4); break;             \
-    case 4: tile_avx512(wp, pstride, bb, a, m0, R, y, ldy, j0, N, bias, 4, q4); break;             \
-    case 3: tile_avx512(wp, pstride, bb, a, m0, R, y, ldy, j0, N, bias, 3, q4); break;             \
-    case 2: tile_avx512(wp, pstride, bb, a, m0, R, y, ldy, j0, N, bias, 2, q4); break;             \
+        QTILE_CASE(8, q4) QTILE_CASE(7, q4) QTILE_CASE(6, q4) QTILE_CASE(5, q4)                    \
+        QTILE_CASE(4, q4) QTILE_CASE(3, q4) QTILE_CASE(2, q4)                                      \
     default: tile_avx512(wp, pstride, bb, a, m0, R, y, ldy, j0, N, bias, 1, q4); break;            \
     }
 AVX512_Q static void tile_q8_0_avx512(QTILE_ARGS) { QTILE_CASES(false) }
