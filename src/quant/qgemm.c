@@ -256,24 +256,27 @@ int64_t spry_qgemm_scratch_size(int64_t M, int64_t K) {
     return n * (int64_t)sizeof(spry_block_q8_0) + n * 8 + 128;
 }
 
-// Lays out the scratch and fills it from X.
-static spry_status act_prepare(qact *a, const float *x, int64_t M, int64_t K, bool q4, void *scratch) {
+// Lays out the scratch and fills it from X, rows split over nt threads (each block is quantized
+// on its own, so the bytes do not depend on the split).
+static void act_prepare(qact *a, const float *x, int64_t M, int64_t K, bool q4, void *scratch, int nt) {
     const int64_t nb = K / QK, n = M * nb;
     uintptr_t p = ((uintptr_t)scratch + 63) & ~(uintptr_t)63;
     spry_block_q8_0 *blk = (spry_block_q8_0 *)p;
     float *d = (float *)((p + (uintptr_t)n * sizeof(spry_block_q8_0) + 63) & ~(uintptr_t)63);
     int32_t *corr = (int32_t *)(d + n);
-    SPRY_TRY(spry_quantize_q8_0(x, blk, M * K)); // rows are contiguous: one long row
     const int off = q4 ? 8 : 128;
-    for (int64_t i = 0; i < n; i++) {
-        int s = 0;
-        for (int j = 0; j < QK; j++)
-            s += blk[i].qs[j];
-        d[i]    = spry_f16_to_f32(blk[i].d);
-        corr[i] = -off * s;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && M >= 8)
+    for (int64_t m = 0; m < M; m++) {
+        (void)spry_quantize_q8_0(x + m * K, blk + m * nb, K); // arguments checked by the caller
+        for (int64_t i = m * nb; i < (m + 1) * nb; i++) {
+            int s = 0;
+            for (int j = 0; j < QK; j++)
+                s += blk[i].qs[j];
+            d[i]    = spry_f16_to_f32(blk[i].d);
+            corr[i] = -off * s;
+        }
     }
     *a = (qact){.nb = nb, .blk = blk, .d = d, .corr = corr};
-    return SPRY_OK;
 }
 
 spry_status spry_qgemm(float *y, const float *x, const void *packed, spry_wfmt fmt, const float *bias,
@@ -291,12 +294,6 @@ spry_status spry_qgemm(float *y, const float *x, const void *packed, spry_wfmt f
         if (!mem)
             return spry_errorf(SPRY_ERR_NOMEM, "spry_qgemm: cannot allocate %zu bytes of scratch", sz);
     }
-    qact a;
-    spry_status st = act_prepare(&a, x, M, K, q4, scratch);
-    if (st != SPRY_OK) {
-        free(mem);
-        return st;
-    }
     qtile_fn fn = q4 ? tile_q4_0_scalar : tile_q8_0_scalar;
 #if QGEMM_X86
     if (spry_quant_isa_used(fmt) == SPRY_QUANT_ISA_AVX512)
@@ -307,6 +304,8 @@ spry_status spry_qgemm(float *y, const float *x, const void *packed, spry_wfmt f
     int nt = n_threads > 0 ? n_threads : omp_get_max_threads();
     if (M * K * N < PAR_MIN_OPS)
         nt = 1;
+    qact a;
+    act_prepare(&a, x, M, K, q4, scratch, nt);
     if (nt > G)
         nt = (int)G;
 #pragma omp parallel num_threads(nt)
