@@ -1,6 +1,7 @@
 /*
  * quant.h -- weight formats of the inference engine (f32, bf16, f16 and ggml's Q8_0 / Q4_0 block
- * quantization) and the decode GEMV, Y = X W^T (+ b) for a small batch of rows.
+ * quantization), the decode GEMV, Y = X W^T (+ b) for a small batch of rows, and the packed
+ * Q8_0 / Q4_0 GEMM the serving engine uses for prefill and decode on VNNI CPUs (spry_qgemm).
  *
  * The block formats are byte-for-byte those of GGUF / ggml (ggml-common.h); the quantizers give
  * the same bytes as ggml's quantize_row_q8_0_ref / quantize_row_q4_0_ref (same float operations
