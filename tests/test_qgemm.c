@@ -2,7 +2,7 @@
 /*
  * test_qgemm.c -- the packed Q8_0 / Q4_0 GEMM (spry_qpack, spry_qgemm in quant.h).
  *
- * (a) The packed layout, byte by byte, against GGUF's blocks: scales, Q8_0 quants + 128 in
+ * (a) The packed layout (two panels side by side per block), byte by byte, against GGUF's blocks: scales, Q8_0 quants + 128 in
  *     16-column x 4-k groups, Q4_0 bytes in the same groups (low nibble k, high nibble k + 16),
  *     columns past N with scale 0.
  * (b) Against a double-precision reference: y = sum_k w_k x_k + b over the values the kernel
@@ -75,7 +75,7 @@ static void check_layout(spry_wfmt fmt) {
     for (int64_t p = 0; p < 4; p++)
         for (int64_t b = 0; b < nb; b++)
             for (int c = 0; c < 16; c++) {
-                const uint8_t *blk = pk + (p * nb + b) * bb;
+                const uint8_t *blk = pk + (((p / 2) * nb + b) * 2 + p % 2) * bb;
                 int64_t n          = p * 16 + c;
                 uint16_t d;
                 memcpy(&d, blk + 2 * c, 2);

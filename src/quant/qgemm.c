@@ -10,7 +10,8 @@
  * Q4_0 for the same reason).
  *
  * The packed layout, panel p (columns 16p .. 16p + 15; the panel count rounded up to even), block
- * b (k = 32b .. 32b + 31), at byte (p * nb + b) * block_bytes:
+ * b (k = 32b .. 32b + 31), at byte (((p / 2) * nb + b) * 2 + p % 2) * block_bytes (the two panels
+ * of a tile side by side per block, so a tile reads one stream):
  *   16 fp16 scales d_w of the columns (zero for columns past N), then
  *   Q8_0: byte g * 64 + c * 4 + j = w[16p + c][32b + 4g + j] + 128 (unsigned), g < 8;
  *   Q4_0: byte h * 64 + c * 4 + j = GGUF's qs[4h + j] of the column's block, h < 4: its low
@@ -45,7 +46,7 @@
 #define COLS 16        // columns per panel
 #define NR 2           // panels per tile (and the panel count's multiple)
 #define MR 6           // activation rows per tile
-#define PF_BLOCKS 8    // software prefetch distance, in blocks of a panel
+#define PF_BLOCKS 4    // software prefetch distance, in blocks of a panel
 #define PAR_MIN_OPS (1 << 20)
 
 static size_t block_bytes(spry_wfmt fmt) { return fmt == SPRY_WFMT_Q8_0 ? 32 + 512 : 32 + 256; }
@@ -73,7 +74,7 @@ spry_status spry_qpack(spry_wfmt fmt, const void *rows, int64_t N, int64_t K, vo
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t p = 0; p < P; p++)
         for (int64_t b = 0; b < nb; b++) {
-            uint8_t *dst = (uint8_t *)packed + (size_t)(p * nb + b) * bb;
+            uint8_t *dst = (uint8_t *)packed + (size_t)(((p / NR) * nb + b) * NR + p % NR) * bb;
             memset(dst, 0, bb);
             for (int c = 0; c < COLS; c++) {
                 const int64_t n = p * COLS + c;
@@ -104,9 +105,9 @@ typedef struct qact {
 } qact;
 
 // A tile: activation rows [m0, m0 + R) against panels p0, p0 + 1 (columns j0 = 16 p0 onward,
-// those below N stored), y rows ldy apart.
+// those below N stored), y rows ldy apart; block b of panel p0 + t at wp + b * bstride + t * pstride.
 #define QTILE_ARGS                                                                                 \
-    const uint8_t *wp, size_t pstride, size_t bb, const qact *a, int64_t m0, int R, float *y,      \
+    const uint8_t *wp, size_t pstride, size_t bstride, const qact *a, int64_t m0, int R, float *y, \
         int64_t ldy, int64_t j0, int64_t N, const float *bias
 typedef void (*qtile_fn)(QTILE_ARGS);
 
@@ -129,7 +130,7 @@ static void tile_scalar(QTILE_ARGS, bool q4) {
                     continue;
                 float acc = 0.0f;
                 for (int64_t b = 0; b < nb; b++) {
-                    const uint8_t *wb = wp + t * pstride + (size_t)b * bb;
+                    const uint8_t *wb = wp + t * pstride + (size_t)b * bstride;
                     const int8_t *xq  = a->blk[(m0 + r) * nb + b].qs;
                     uint16_t h;
                     memcpy(&h, wb + 2 * c, 2);
@@ -145,8 +146,8 @@ static void tile_scalar(QTILE_ARGS, bool q4) {
                 y[r * ldy + j] = bias ? acc + bias[j] : acc;
             }
 }
-static void tile_q8_0_scalar(QTILE_ARGS) { tile_scalar(wp, pstride, bb, a, m0, R, y, ldy, j0, N, bias, false); }
-static void tile_q4_0_scalar(QTILE_ARGS) { tile_scalar(wp, pstride, bb, a, m0, R, y, ldy, j0, N, bias, true); }
+static void tile_q8_0_scalar(QTILE_ARGS) { tile_scalar(wp, pstride, bstride, a, m0, R, y, ldy, j0, N, bias, false); }
+static void tile_q4_0_scalar(QTILE_ARGS) { tile_scalar(wp, pstride, bstride, a, m0, R, y, ldy, j0, N, bias, true); }
 
 #if QGEMM_X86
 // ------------------------------------------------------------------------------------------------
@@ -169,20 +170,21 @@ AVX512_Q_INLINE void tile_avx512(QTILE_ARGS, int Rc, bool q4) {
             fa[r][t] = _mm512_setzero_ps();
     const __m512i lo4 = _mm512_set1_epi8(0x0F);
     for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *wb = wp + (size_t)b * bb;
-#pragma GCC unroll 4
-        for (int t = 0; t < NR; t++)
-            for (size_t o = 0; o < bb; o += 64)
-                _mm_prefetch((const char *)(wb + t * pstride + PF_BLOCKS * bb + o), _MM_HINT_T0);
+        const uint8_t *wb = wp + (size_t)b * bstride;
+        for (size_t o = 0; o < bstride; o += 64) // may run past W: prefetches never fault
+            _mm_prefetch((const char *)(wb + PF_BLOCKS * bstride + o), _MM_HINT_T0);
+        // with one or two rows the eight vpdpbusd of a block would be one latency chain per
+        // accumulator: odd quads go to a second one, added after (integer sums: exact either way)
+        const bool split = Rc <= 2;
         const int8_t *xq[8];
-        __m512i ia[8][NR];
+        __m512i ia[8][NR], ib[8][NR];
 #pragma GCC unroll 8
         for (int r = 0; r < Rc; r++) {
             xq[r]     = a->blk[(m0 + r) * nb + b].qs;
             __m512i c = _mm512_set1_epi32(a->corr[(m0 + r) * nb + b]);
 #pragma GCC unroll 4
             for (int t = 0; t < NR; t++)
-                ia[r][t] = c;
+                ia[r][t] = c, ib[r][t] = _mm512_setzero_si512();
         }
         if (q4) {
 #pragma GCC unroll 4
@@ -195,7 +197,8 @@ AVX512_Q_INLINE void tile_avx512(QTILE_ARGS, int Rc, bool q4) {
 #pragma GCC unroll 8
                     for (int r = 0; r < Rc; r++) {
                         ia[r][t] = _mm512_dpbusd_epi32(ia[r][t], lo, _mm512_set1_epi32(quad_at(xq[r] + 4 * h)));
-                        ia[r][t] = _mm512_dpbusd_epi32(ia[r][t], hi, _mm512_set1_epi32(quad_at(xq[r] + 16 + 4 * h)));
+                        __m512i *acc = split ? &ib[r][t] : &ia[r][t];
+                        *acc = _mm512_dpbusd_epi32(*acc, hi, _mm512_set1_epi32(quad_at(xq[r] + 16 + 4 * h)));
                     }
                 }
         } else {
@@ -205,10 +208,18 @@ AVX512_Q_INLINE void tile_avx512(QTILE_ARGS, int Rc, bool q4) {
                 for (int t = 0; t < NR; t++) {
                     __m512i v = _mm512_loadu_si512(wb + t * pstride + 32 + g * 64);
 #pragma GCC unroll 8
-                    for (int r = 0; r < Rc; r++)
-                        ia[r][t] = _mm512_dpbusd_epi32(ia[r][t], v, _mm512_set1_epi32(quad_at(xq[r] + 4 * g)));
+                    for (int r = 0; r < Rc; r++) {
+                        __m512i *acc = split && (g & 1) ? &ib[r][t] : &ia[r][t];
+                        *acc = _mm512_dpbusd_epi32(*acc, v, _mm512_set1_epi32(quad_at(xq[r] + 4 * g)));
+                    }
                 }
         }
+        if (split)
+#pragma GCC unroll 8
+            for (int r = 0; r < Rc; r++)
+#pragma GCC unroll 4
+                for (int t = 0; t < NR; t++)
+                    ia[r][t] = _mm512_add_epi32(ia[r][t], ib[r][t]);
         __m512 sw[NR];
 #pragma GCC unroll 4
         for (int t = 0; t < NR; t++)
@@ -235,12 +246,12 @@ AVX512_Q_INLINE void tile_avx512(QTILE_ARGS, int Rc, bool q4) {
 }
 
 #define QTILE_CASE(Rc, q4)                                                                         \
-    case Rc: tile_avx512(wp, pstride, bb, a, m0, R, y, ldy, j0, N, bias, Rc <= MR ? Rc : 1, q4); break;
+    case Rc: tile_avx512(wp, pstride, bstride, a, m0, R, y, ldy, j0, N, bias, Rc <= MR ? Rc : 1, q4); break;
 #define QTILE_CASES(q4)                                                                            \
     switch (R) {                                                                                   \
         QTILE_CASE(8, q4) QTILE_CASE(7, q4) QTILE_CASE(6, q4) QTILE_CASE(5, q4)                    \
         QTILE_CASE(4, q4) QTILE_CASE(3, q4) QTILE_CASE(2, q4)                                      \
-    default: tile_avx512(wp, pstride, bb, a, m0, R, y, ldy, j0, N, bias, 1, q4); break;            \
+    default: tile_avx512(wp, pstride, bstride, a, m0, R, y, ldy, j0, N, bias, 1, q4); break;            \
     }
 AVX512_Q static void tile_q8_0_avx512(QTILE_ARGS) { QTILE_CASES(false) }
 AVX512_Q static void tile_q4_0_avx512(QTILE_ARGS) { QTILE_CASES(true) }
@@ -299,7 +310,7 @@ spry_status spry_qgemm(float *y, const float *x, const void *packed, spry_wfmt f
     if (spry_quant_isa_used(fmt) == SPRY_QUANT_ISA_AVX512)
         fn = q4 ? tile_q4_0_avx512 : tile_q8_0_avx512;
 #endif
-    const size_t bb = block_bytes(fmt), pstride = (size_t)(K / QK) * bb;
+    const size_t bb = block_bytes(fmt), gstride = (size_t)(K / QK) * NR * bb; // bytes per tile of panels
     const int64_t G = n_panels(N) / NR; // tiles of NR panels
     int nt = n_threads > 0 ? n_threads : omp_get_max_threads();
     if (M * K * N < PAR_MIN_OPS)
@@ -314,7 +325,7 @@ spry_status spry_qgemm(float *y, const float *x, const void *packed, spry_wfmt f
         for (int64_t g = G * t / T; g < G * (t + 1) / T; g++)
             for (int64_t m0 = 0; m0 < M; m0 += MR) {
                 int R = M - m0 < MR ? (int)(M - m0) : MR;
-                fn((const uint8_t *)packed + (size_t)g * NR * pstride, pstride, bb, &a, m0, R, y + m0 * N,
+                fn((const uint8_t *)packed + (size_t)g * gstride, bb, NR * bb, &a, m0, R, y + m0 * N,
                    N, g * NR * COLS, N, bias);
             }
     }
