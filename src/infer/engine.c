@@ -107,6 +107,7 @@ struct spry_engine {
     int64_t    *tok_pos;          // (max_batch_tokens) position of each batch row
     int32_t    *tok_id;           // (max_batch_tokens)
     int32_t    *tok_item;         // (max_batch_tokens) batch item of each row
+    int32_t    *grp;              // (max_batch_tokens + 1) first row of each attention group
     event      *events;
     int         n_events, cap_events;
     // counters
@@ -327,7 +328,7 @@ void spry_engine_free(spry_engine *e) {
     free(e->pool), free(e->ref), free(e->key), free(e->free_stack), free(e->lru_prev), free(e->lru_next);
     free(e->bucket), free(e->chain), free(e->running), free(e->items), free(e->x), free(e->h), free(e->qkv);
     free(e->att), free(e->ff), free(e->logits), free(e->scratch), free(e->tok_pos), free(e->tok_id);
-    free(e->tok_item), free(e->events), free(e->xb);
+    free(e->tok_item), free(e->grp), free(e->events), free(e->xb);
     for (int64_t i = 0; e->mats && i < e->L * 4 + 1; i++) free(e->mats[i].owned);
     free(e->mats);
     pthread_mutex_destroy(&e->mu);
@@ -502,12 +503,13 @@ spry_status spry_engine_init(spry_model *m, const spry_engine_params *pp, spry_e
     e->tok_pos    = malloc(sizeof(int64_t) * T);
     e->tok_id     = malloc(sizeof(int32_t) * T);
     e->tok_item   = malloc(sizeof(int32_t) * T);
+    e->grp        = malloc(sizeof(int32_t) * (T + 1));
     // logits for at most one row per sequence of the step; sampling scratch (3V) + penalty counts (V)
     e->logits  = malloc(sizeof(float) * (size_t)(p.max_seqs + 1) * (size_t)e->V);
     e->scratch = malloc(sizeof(float) * 4 * (size_t)e->V);
     if (!e->pool || !e->ref || !e->key || !e->free_stack || !e->lru_prev || !e->lru_next || !e->chain || !e->bucket ||
         !e->running || !e->items || !e->x || !e->h || !e->att || !e->qkv || !e->ff || !e->tok_pos || !e->tok_id ||
-        !e->tok_item || !e->logits || !e->scratch || !e->xb) {
+        !e->tok_item || !e->grp || !e->logits || !e->scratch || !e->xb) {
         spry_engine_free(e);
         return spry_errorf(SPRY_ERR_NOMEM, "engine: out of memory for %lld KV blocks of %lld tokens (%.1f MiB)",
                            (long long)p.n_blocks, (long long)p.block_tokens,
@@ -531,14 +533,25 @@ spry_status spry_engine_init(spry_model *m, const spry_engine_params *pp, spry_e
 
 /* ---- the forward pass ---------------------------------------------------------------------- */
 
-// out (D) = softmax_j(q . k_j / sqrt(D) + slope (j - p)) v_j over positions j in [0, p] of one
-// head, read through the block table; one pass with a running maximum (online softmax).
-static void attend(const spry_engine *e, const int32_t *table, int64_t l, int64_t h, const float *q, int64_t p,
-                   float slope, float *out) {
-    int64_t      D = e->D, bt = e->p.block_tokens, C = e->C;
+// For head h of layer l and batch rows r0 .. r0 + G - 1 (one sequence, G <= SPRY_ENG_ATTEND_GROUP):
+// att row (D) = softmax_j(q . k_j / sqrt(D) + slope (j - p)) v_j over positions j in [0, p] of the
+// row's position p, read through the block table; one pass with a running maximum (online
+// softmax), each row's bits independent of the group (spry_eng_attend_group).
+static void attend(const spry_engine *e, int64_t l, int64_t h, int64_t r0, int G) {
+    int64_t      D = e->D, bt = e->p.block_tokens, C = e->C, H = e->H;
+    bool         bloom = e->m->cfg.arch == SPRY_ARCH_BLOOM;
     const float *kbase = kv_row(e, 0, l, 0, 0) + h * D * bt, *vbase = kv_row(e, 0, l, 1, 0) + h * D;
     size_t       bstride = (size_t)e->L * 2 * (size_t)(bt * C); // from one pool block to the next
-    spry_eng_attend(q, table, kbase, vbase, bstride, bt, C, p + 1, D, 1.0f / sqrtf((float)D), slope, out);
+    const float *q[SPRY_ENG_ATTEND_GROUP];
+    int64_t      nk[SPRY_ENG_ATTEND_GROUP];
+    float       *out[SPRY_ENG_ATTEND_GROUP];
+    for (int g = 0; g < G; g++) {
+        q[g]   = e->qkv + (r0 + g) * 3 * C + (bloom ? h * 3 * D : h * D);
+        nk[g]  = e->tok_pos[r0 + g] + 1;
+        out[g] = e->att + (r0 + g) * C + h * D;
+    }
+    spry_eng_attend_group(G, q, nk, out, e->items[e->tok_item[r0]].s->table, kbase, vbase, bstride, bt, C, D,
+                          1.0f / sqrtf((float)D), bloom ? spry_alibi_slope(h, H) : 0.0f);
 }
 
 // x (n) += y (n), in parallel for large n (elementwise: the same result on any split).
@@ -569,6 +582,12 @@ static spry_status forward(spry_engine *e, int64_t n) {
             for (int64_t i = 0; i < C; i++) x[i] = te[i] + pe[i];
         }
     }
+    // attention groups: up to SPRY_ENG_ATTEND_GROUP consecutive rows of the same item
+    int64_t ng = 0;
+    for (int64_t r = 0; r < n; r++)
+        if (r == 0 || e->tok_item[r] != e->tok_item[r - 1] || r - e->grp[ng - 1] == SPRY_ENG_ATTEND_GROUP)
+            e->grp[ng++] = (int32_t)r;
+    e->grp[ng] = (int32_t)n;
     for (int64_t l = 0; l < e->L; l++) {
         const spry_block *b = &m->blocks[l];
 #pragma omp parallel for schedule(static) if (n >= 8)
@@ -589,13 +608,12 @@ static spry_status forward(spry_engine *e, int64_t n) {
                 memcpy(vd + hh * D, q3 + vo, sizeof(float) * (size_t)D);
             }
         }
+        // attention: groups of consecutive rows of one sequence, per head (head-major: a head's keys
+        // and values stay in cache)
 #pragma omp parallel for schedule(dynamic, 1)
-        for (int64_t rh = 0; rh < n * H; rh++) { // head-major: a head's keys and values stay in cache
-            int64_t      r = rh % n, hh = rh / n, p = e->tok_pos[r];
-            const seq   *s = e->items[e->tok_item[r]].s;
-            const float *q = e->qkv + r * 3 * C + (bloom ? hh * 3 * D : hh * D);
-            float        slope = bloom ? spry_alibi_slope(hh, H) : 0.0f;
-            attend(e, s->table, l, hh, q, p, slope, e->att + r * C + hh * D);
+        for (int64_t gh = 0; gh < ng * H; gh++) {
+            int64_t k = gh % ng;
+            attend(e, l, gh / ng, e->grp[k], (int)(e->grp[k + 1] - e->grp[k]));
         }
         SPRY_TRY(linear(e, l * 4 + 1, e->att, n, C, b->proj_b->data, C, e->h));
         add_rows(e->x, e->h, n * C);

@@ -1,0 +1,231 @@
+/*
+ * engine_attention.c -- single-pass attention of the serving engine over the paged KV cache (see
+ * engine_kernels.h): one query row, or a group of up to SPRY_ENG_ATTEND_GROUP rows of the same
+ * sequence and head.
+ *
+ * Keys are visited in chunks of at most 16, cut at KV blocks and at the query's last position.
+ * Per chunk and query: the 16 scores side by side (four FMA chains over d, by d mod 4, added
+ * pairwise), the chunk's maximum, a rescale of the running sums when it grows, e^(score - max),
+ * then the weighted values (one FMA chain per 16 columns, keys in order). That sequence of
+ * operations depends only on the query's own keys, whatever group it is computed in: a group
+ * loads each key and value vector once for all its queries, and the lanes past a query's own keys
+ * are masked out of its arithmetic. So grouped prefill rows and one-row decode give the same bits
+ * (the engine's batch invariance; tests/test_attention.c). The scalar path (no AVX-512) runs the
+ * same chunks one query at a time.
+ */
+#include <immintrin.h>
+#include <math.h>
+
+#include "infer/engine_kernels.h"
+#include "ops/fastmath.h"
+#include "spry/cpu.h"
+
+#define AVX512 __attribute__((target("avx512f")))
+#define INLINE __attribute__((always_inline)) static inline
+
+// Where a query's keys and values are.
+typedef struct att_src {
+    const int32_t *table;
+    const float   *kbase, *vbase;
+    size_t         bstride;
+    int64_t        bt, vstride, D;
+    float          scale, slope;
+} att_src;
+
+/* ---- scalar -------------------------------------------------------------------------------- */
+
+// One chunk of n keys (Kt: d-major with stride bt; V rows vstride apart) folded into the state
+// (mx, sum, out) of query q; rel0 = position of the chunk's first key minus the query's.
+static void chunk_scalar(const att_src *A, const float *q, const float *Kt, const float *V, int64_t n, int64_t rel0,
+                         float *out, float *mx, float *sum) {
+    float s[16], cm = -INFINITY;
+    for (int64_t t = 0; t < n; t++) {
+        float acc[4] = {0, 0, 0, 0};
+        for (int64_t d = 0; d < A->D; d++) acc[d % 4] += q[d] * Kt[d * A->bt + t];
+        s[t] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) * A->scale + A->slope * (float)(rel0 + t);
+        cm   = s[t] > cm ? s[t] : cm;
+    }
+    if (cm > *mx) {
+        float f = expf(*mx - cm);
+        *sum *= f;
+        for (int64_t d = 0; d < A->D; d++) out[d] *= f;
+        *mx = cm;
+    }
+    for (int64_t t = 0; t < n; t++) {
+        float w = expf(s[t] - *mx);
+        *sum += w;
+        for (int64_t d = 0; d < A->D; d++) out[d] += w * V[t * A->vstride + d];
+    }
+}
+
+static void attend_scalar(const att_src *A, const float *q, int64_t nk, float *out) {
+    float mx = -INFINITY, sum = 0;
+    for (int64_t d = 0; d < A->D; d++) out[d] = 0;
+    for (int64_t j0 = 0; j0 < nk; j0 += A->bt) {
+        const float *Kt = A->kbase + (size_t)A->table[j0 / A->bt] * A->bstride;
+        const float *V  = A->vbase + (size_t)A->table[j0 / A->bt] * A->bstride;
+        int64_t      nj = nk - j0 < A->bt ? nk - j0 : A->bt;
+        for (int64_t t = 0; t < nj; t += 16)
+            chunk_scalar(A, q, Kt + t, V + t * A->vstride, nj - t < 16 ? nj - t : 16, j0 + t - (nk - 1), out, &mx,
+                         &sum);
+    }
+    float inv = 1.0f / sum;
+    for (int64_t d = 0; d < A->D; d++) out[d] *= inv;
+}
+
+/* ---- AVX-512 ------------------------------------------------------------------------------- */
+
+#define GMAX SPRY_ENG_ATTEND_GROUP
+
+// G queries q[g] of one sequence and head with nk[g] keys each (G, DC constants after inlining;
+// D <= 16 DC). Per query: the running maximum mx and sum, and the weighted values o, DC vectors
+// of 16 columns, all in registers. Each chunk loads a key vector once for every query (with the
+// lanes of the query that sees the most keys; a query's other lanes are masked out of its scores)
+// and each value vector once; a query's value FMAs for keys past its own are masked off, so its
+// sums take exactly the operations they take alone.
+AVX512 INLINE void group_avx512(const att_src *A, int G, const float *const *q, const int64_t *nk, float *const *out,
+                                int DC) {
+    const int64_t bt = A->bt, D = A->D;
+    const __m512  lane = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    __mmask16     dm[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < DC; i++) {
+        int64_t rest = D - 16 * i;
+        dm[i]        = rest >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << rest) - 1);
+    }
+    float   mx[GMAX], sum[GMAX];
+    __m512  o[GMAX][8];
+    int64_t nk_max = 0;
+#pragma GCC unroll 4
+    for (int g = 0; g < G; g++) {
+        mx[g] = -INFINITY, sum[g] = 0;
+#pragma GCC unroll 8
+        for (int i = 0; i < DC; i++) o[g][i] = _mm512_setzero_ps();
+        nk_max = nk[g] > nk_max ? nk[g] : nk_max;
+    }
+    for (int64_t j0 = 0; j0 < nk_max; j0 += bt) {
+        const float *Kb = A->kbase + (size_t)A->table[j0 / bt] * A->bstride;
+        const float *Vb = A->vbase + (size_t)A->table[j0 / bt] * A->bstride;
+        for (int64_t t0 = 0; t0 < bt && j0 + t0 < nk_max; t0 += 16) {
+            const int64_t start = j0 + t0, cend = j0 + bt < start + 16 ? j0 + bt : start + 16;
+            const float  *Kt = Kb + t0, *V = Vb + t0 * A->vstride;
+            __mmask16     live[GMAX], any = 0;
+            int64_t       n_max = 0;
+#pragma GCC unroll 4
+            for (int g = 0; g < G; g++) {
+                int64_t n = (cend < nk[g] ? cend : nk[g]) - start;
+                n       = n > 0 ? n : 0;
+                live[g] = (__mmask16)((1u << n) - 1);
+                any |= live[g];
+                n_max = n > n_max ? n : n_max;
+            }
+            // scores, two queries per pass over the keys; four chains over d (d mod 4)
+            __m512 sv[GMAX], w[GMAX];
+#pragma GCC unroll 2
+            for (int gp = 0; gp < G; gp += 2) {
+                const int np = G - gp < 2 ? G - gp : 2;
+                __m512    acc[2][4];
+#pragma GCC unroll 2
+                for (int u = 0; u < np; u++)
+#pragma GCC unroll 4
+                    for (int i = 0; i < 4; i++) acc[u][i] = _mm512_setzero_ps();
+                int64_t d = 0;
+                for (; d + 4 <= D; d += 4) {
+                    __m512 k[4];
+#pragma GCC unroll 4
+                    for (int i = 0; i < 4; i++) k[i] = _mm512_maskz_loadu_ps(any, Kt + (d + i) * bt);
+#pragma GCC unroll 2
+                    for (int u = 0; u < np; u++)
+#pragma GCC unroll 4
+                        for (int i = 0; i < 4; i++)
+                            acc[u][i] = _mm512_fmadd_ps(_mm512_set1_ps(q[gp + u][d + i]), k[i], acc[u][i]);
+                }
+                for (; d < D; d++) {
+                    __m512 k = _mm512_maskz_loadu_ps(any, Kt + d * bt);
+#pragma GCC unroll 2
+                    for (int u = 0; u < np; u++)
+                        acc[u][d % 4] = _mm512_fmadd_ps(_mm512_set1_ps(q[gp + u][d]), k, acc[u][d % 4]);
+                }
+#pragma GCC unroll 2
+                for (int u = 0; u < np; u++) {
+                    const int g   = gp + u;
+                    __m512    dot = _mm512_add_ps(_mm512_add_ps(acc[u][0], acc[u][1]), _mm512_add_ps(acc[u][2], acc[u][3]));
+                    __m512    pos = _mm512_add_ps(_mm512_set1_ps((float)(start - (nk[g] - 1))), lane);
+                    sv[g]         = _mm512_mask_blend_ps(live[g], _mm512_set1_ps(-INFINITY),
+                                                         _mm512_fmadd_ps(_mm512_set1_ps(A->slope), pos,
+                                                                         _mm512_mul_ps(dot, _mm512_set1_ps(A->scale))));
+                }
+            }
+            // the running maxima and sums
+#pragma GCC unroll 4
+            for (int g = 0; g < G; g++) {
+                w[g] = _mm512_setzero_ps();
+                if (!live[g]) continue;
+                float cm = _mm512_reduce_max_ps(sv[g]);
+                if (cm > mx[g]) {
+                    float  f  = expf(mx[g] - cm);
+                    __m512 fv = _mm512_set1_ps(f);
+                    sum[g] *= f;
+#pragma GCC unroll 8
+                    for (int i = 0; i < DC; i++) o[g][i] = _mm512_mul_ps(o[g][i], fv);
+                    mx[g] = cm;
+                }
+                w[g] = _mm512_maskz_mov_ps(live[g], spry_exp16(_mm512_sub_ps(sv[g], _mm512_set1_ps(mx[g]))));
+                sum[g] += _mm512_reduce_add_ps(w[g]);
+            }
+            // the weighted values, keys in order; query g only for its own keys
+            for (int64_t t = 0; t < n_max; t++) {
+                __m512 v[8];
+#pragma GCC unroll 8
+                for (int i = 0; i < DC; i++) v[i] = _mm512_maskz_loadu_ps(dm[i], V + t * A->vstride + 16 * i);
+                const __m512i ti = _mm512_set1_epi32((int)t);
+#pragma GCC unroll 4
+                for (int g = 0; g < G; g++) {
+                    __m512    wt = _mm512_permutexvar_ps(ti, w[g]);
+                    __mmask16 on = (__mmask16)(0u - ((live[g] >> t) & 1u));
+#pragma GCC unroll 8
+                    for (int i = 0; i < DC; i++) o[g][i] = _mm512_mask3_fmadd_ps(wt, v[i], o[g][i], on);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int g = 0; g < G; g++) {
+        __m512 inv = _mm512_set1_ps(1.0f / sum[g]);
+#pragma GCC unroll 8
+        for (int i = 0; i < DC; i++) _mm512_mask_storeu_ps(out[g] + 16 * i, dm[i], _mm512_mul_ps(o[g][i], inv));
+    }
+}
+
+#define GROUP_CASE(G, DC)                                                                                            \
+    case (G) * 16 + (DC): group_avx512(A, G, q, nk, out, DC); return true;
+// Groups of up to 4 queries for D <= 64; one query at a time up to D = 128. False for larger D.
+AVX512 static bool group_dispatch(const att_src *A, int G, const float *const *q, const int64_t *nk,
+                                  float *const *out) {
+    int DC = (int)((A->D + 15) / 16);
+    switch (G * 16 + DC) {
+        GROUP_CASE(1, 1) GROUP_CASE(1, 2) GROUP_CASE(1, 3) GROUP_CASE(1, 4)
+        GROUP_CASE(1, 5) GROUP_CASE(1, 6) GROUP_CASE(1, 7) GROUP_CASE(1, 8)
+        GROUP_CASE(2, 1) GROUP_CASE(2, 2) GROUP_CASE(2, 3) GROUP_CASE(2, 4)
+        GROUP_CASE(3, 1) GROUP_CASE(3, 2) GROUP_CASE(3, 3) GROUP_CASE(3, 4)
+        GROUP_CASE(4, 1) GROUP_CASE(4, 2) GROUP_CASE(4, 3) GROUP_CASE(4, 4)
+    default: break;
+    }
+    if (DC > 8 || G == 1) return false;
+    for (int g = 0; g < G; g++) // 64 < D <= 128: one query at a time
+        if (!group_dispatch(A, 1, q + g, nk + g, out + g)) return false;
+    return true;
+}
+
+void spry_eng_attend_group(int G, const float *const *q, const int64_t *nk, float *const *out, const int32_t *table,
+                           const float *kbase, const float *vbase, size_t bstride, int64_t bt, int64_t vstride,
+                           int64_t D, float scale, float slope) {
+    const att_src A = {table, kbase, vbase, bstride, bt, vstride, D, scale, slope};
+    if (G >= 1 && G <= GMAX && spry_cpu_detect().avx512f && group_dispatch(&A, G, q, nk, out)) return;
+    for (int g = 0; g < G; g++) attend_scalar(&A, q[g], nk[g], out[g]);
+}
+
+void spry_eng_attend(const float *q, const int32_t *table, const float *kbase, const float *vbase, size_t bstride,
+                     int64_t bt, int64_t vstride, int64_t nk, int64_t D, float scale, float slope, float *out) {
+    spry_eng_attend_group(1, &q, &nk, &out, table, kbase, vbase, bstride, bt, vstride, D, scale, slope);
+}
