@@ -45,17 +45,20 @@ static void chunk_scalar(const att_src *A, const float *q, const float *Kt, cons
         s[t] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) * A->scale + A->slope * (float)(rel0 + t);
         cm   = s[t] > cm ? s[t] : cm;
     }
-    if (cm > *mx) {
-        float f = expf(*mx - cm);
-        *sum *= f;
-        for (int64_t d = 0; d < A->D; d++) out[d] *= f;
-        *mx = cm;
+    float nm = cm > *mx ? cm : *mx, f = expf(*mx - nm), ws = 0;
+    *mx      = nm;
+    float tmp[256]; // the chunk's weighted values, 256 columns at a time
+    for (int64_t d0 = 0; d0 < A->D; d0 += 256) {
+        int64_t nd = A->D - d0 < 256 ? A->D - d0 : 256;
+        for (int64_t d = 0; d < nd; d++) tmp[d] = 0;
+        for (int64_t t = 0; t < n; t++) {
+            float w = expf(s[t] - nm);
+            for (int64_t d = 0; d < nd; d++) tmp[d] += w * V[t * A->vstride + d0 + d];
+        }
+        for (int64_t d = 0; d < nd; d++) out[d0 + d] = fmaf(out[d0 + d], f, tmp[d]);
     }
-    for (int64_t t = 0; t < n; t++) {
-        float w = expf(s[t] - *mx);
-        *sum += w;
-        for (int64_t d = 0; d < A->D; d++) out[d] += w * V[t * A->vstride + d];
-    }
+    for (int64_t t = 0; t < n; t++) ws += expf(s[t] - nm);
+    *sum = *sum * f + ws;
 }
 
 static void attend_scalar(const att_src *A, const float *q, int64_t nk, float *out) {
@@ -156,35 +159,60 @@ AVX512 INLINE void group_avx512(const att_src *A, int G, const float *const *q, 
                                                                          _mm512_mul_ps(dot, _mm512_set1_ps(A->scale))));
                 }
             }
-            // the running maxima and sums
-#pragma GCC unroll 4
-            for (int g = 0; g < G; g++) {
-                w[g] = _mm512_setzero_ps();
-                if (!live[g]) continue;
-                float cm = _mm512_reduce_max_ps(sv[g]);
-                if (cm > mx[g]) {
-                    float  f  = expf(mx[g] - cm);
-                    __m512 fv = _mm512_set1_ps(f);
-                    sum[g] *= f;
-#pragma GCC unroll 8
-                    for (int i = 0; i < DC; i++) o[g][i] = _mm512_mul_ps(o[g][i], fv);
-                    mx[g] = cm;
+            // per query: the new maximum, e^(score - max), the chunk's weighted values summed on
+            // their own (keys in order), then one merge into the running sums, rescaled by
+            // f = e^(old max - new max) (exactly 1 when the maximum stays): the only dependence
+            // between chunks is the maximum and one FMA per vector, so chunks overlap in the core
+#pragma GCC unroll 2
+            for (int gp = 0; gp < G; gp += 2) {
+                const int np = G - gp < 2 ? G - gp : 2;
+                __m512    f[2];
+                __m512    tmp[2][8];
+#pragma GCC unroll 2
+                for (int u = 0; u < np; u++) {
+                    const int g  = gp + u;
+                    float     cm = live[g] ? _mm512_reduce_max_ps(sv[g]) : -INFINITY, nm = cm > mx[g] ? cm : mx[g];
+                    // spry_exp16, not expf: a call would spill every live vector register (the
+                    // ABI keeps none across calls); exp16(0) = 1 exactly, and the first chunk's
+                    // e^-inf is clamped to ~1e-38, which multiplies zeros
+                    f[u]         = spry_exp16(_mm512_set1_ps(live[g] ? mx[g] - nm : 0.0f));
+                    mx[g]        = nm;
+                    w[g]         = live[g] ? _mm512_maskz_mov_ps(live[g], spry_exp16(_mm512_sub_ps(sv[g], _mm512_set1_ps(nm))))
+                                           : _mm512_setzero_ps();
                 }
-                w[g] = _mm512_maskz_mov_ps(live[g], spry_exp16(_mm512_sub_ps(sv[g], _mm512_set1_ps(mx[g]))));
-                sum[g] += _mm512_reduce_add_ps(w[g]);
-            }
-            // the weighted values, keys in order; query g only for its own keys
-            for (int64_t t = 0; t < n_max; t++) {
-                __m512 v[8];
+                // per query, keys in two chains (even, odd), added at the end
+#pragma GCC unroll 2
+                for (int u = 0; u < np; u++) {
+                    __m512 t1[8];
 #pragma GCC unroll 8
-                for (int i = 0; i < DC; i++) v[i] = _mm512_maskz_loadu_ps(dm[i], V + t * A->vstride + 16 * i);
-                const __m512i ti = _mm512_set1_epi32((int)t);
-#pragma GCC unroll 4
-                for (int g = 0; g < G; g++) {
-                    __m512    wt = _mm512_permutexvar_ps(ti, w[g]);
-                    __mmask16 on = (__mmask16)(0u - ((live[g] >> t) & 1u));
+                    for (int i = 0; i < DC; i++) tmp[u][i] = t1[i] = _mm512_setzero_ps();
+                    const float *vr = V;
+                    int64_t      t  = 0;
+                    for (; t + 2 <= n_max; t += 2, vr += 2 * A->vstride) {
+                        __m512 w0 = _mm512_permutexvar_ps(_mm512_set1_epi32((int)t), w[gp + u]); // 0 past its keys
+                        __m512 w1 = _mm512_permutexvar_ps(_mm512_set1_epi32((int)t + 1), w[gp + u]);
 #pragma GCC unroll 8
-                    for (int i = 0; i < DC; i++) o[g][i] = _mm512_mask3_fmadd_ps(wt, v[i], o[g][i], on);
+                        for (int i = 0; i < DC; i++) {
+                            tmp[u][i] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(dm[i], vr + 16 * i), tmp[u][i]);
+                            t1[i] = _mm512_fmadd_ps(w1, _mm512_maskz_loadu_ps(dm[i], vr + A->vstride + 16 * i), t1[i]);
+                        }
+                    }
+                    if (t < n_max) {
+                        __m512 w0 = _mm512_permutexvar_ps(_mm512_set1_epi32((int)t), w[gp + u]);
+#pragma GCC unroll 8
+                        for (int i = 0; i < DC; i++)
+                            tmp[u][i] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(dm[i], vr + 16 * i), tmp[u][i]);
+                    }
+#pragma GCC unroll 8
+                    for (int i = 0; i < DC; i++) tmp[u][i] = _mm512_add_ps(tmp[u][i], t1[i]);
+                }
+#pragma GCC unroll 2
+                for (int u = 0; u < np; u++) {
+                    const int g = gp + u;
+                    if (!live[g]) continue;
+                    sum[g] = sum[g] * _mm512_cvtss_f32(f[u]) + _mm512_reduce_add_ps(w[g]);
+#pragma GCC unroll 8
+                    for (int i = 0; i < DC; i++) o[g][i] = _mm512_fmadd_ps(o[g][i], f[u], tmp[u][i]);
                 }
             }
         }
