@@ -2,10 +2,13 @@
  * engine.c -- continuous batching over a paged KV cache with prefix caching (see engine.h).
  *
  * Layout of the KV pool: block b holds, for every layer l, the keys of its block_tokens positions
- * d-major (so attention scores 16 keys with one load per dimension), then the values as rows of
- * C floats (heads side by side):
+ * d-major (so attention scores 16 keys with one load per dimension), then the values head by
+ * head as rows of D floats (a head's values of a block are one contiguous bt * D run):
  *     K: pool[((b * L + l) * 2 + 0) * bt * C + (h * D + d) * bt + t]
- *     V: pool[((b * L + l) * 2 + 1) * bt * C + t * C + h * D + d]
+ *     V: pool[((b * L + l) * 2 + 1) * bt * C + (h * bt + t) * D + d]
+ * The pool and the packed weights sit in 2 MiB-aligned memory marked for transparent huge pages:
+ * decode streams all of them every token, and 4 KiB pages cost TLB walks and stop the hardware
+ * prefetchers at every page.
  * A sequence's position p lives in block table[p / bt], slot t = p % bt.
  *
  * Block states: in use (ref > 0; shared by every sequence whose prompt prefix hashed to it),
@@ -122,9 +125,9 @@ spry_engine_params spry_engine_params_default(void) {
 
 /* ---- the block pool ------------------------------------------------------------------------ */
 
-static float *kv_row(const spry_engine *e, int32_t b, int64_t l, int which, int64_t t) {
-    return e->pool + (((size_t)b * (size_t)e->L + (size_t)l) * 2 + (size_t)which) * (size_t)(e->p.block_tokens * e->C) +
-           (size_t)(t * e->C);
+// The keys (which = 0) or values (1) of layer l in pool block b: bt * C floats.
+static float *kv_half(const spry_engine *e, int32_t b, int64_t l, int which) {
+    return e->pool + (((size_t)b * (size_t)e->L + (size_t)l) * 2 + (size_t)which) * (size_t)(e->p.block_tokens * e->C);
 }
 
 static void lru_remove(spry_engine *e, int32_t b) {
@@ -354,6 +357,15 @@ static void release_matrices(spry_engine *e) {
     }
 }
 
+// size bytes, 2 MiB-aligned and marked for transparent huge pages (advisory: without them it is
+// ordinary memory), or NULL; free() it.
+static void *alloc_huge(size_t size) {
+    void *p = NULL;
+    if (size == 0 || posix_memalign(&p, (size_t)2 << 20, size)) return NULL;
+    (void)madvise(p, (size + 4095) / 4096 * 4096, MADV_HUGEPAGE);
+    return p;
+}
+
 // Matrix i (tensor t, (N, K)) as Q8_0/Q4_0 panels for spry_qgemm: from the mapped rows when given
 // (their pages are dropped afterwards: the panels are the engine's copy), else quantized from t.
 static spry_status pack_quant(spry_engine *e, int64_t i, const spry_tensor *t, int64_t N, int64_t K) {
@@ -368,7 +380,7 @@ static spry_status pack_quant(spry_engine *e, int64_t i, const spry_tensor *t, i
         src = tmp;
     }
     size_t sz        = ((size_t)spry_qpack_size(fmt, N, K) + 63) / 64 * 64;
-    e->mats[i].owned = aligned_alloc(64, sz);
+    e->mats[i].owned = alloc_huge(sz);
     if (!e->mats[i].owned) return free(tmp), spry_errorf(SPRY_ERR_NOMEM, "engine: out of memory for packed weights");
     spry_status st = spry_qpack(fmt, src, N, K, e->mats[i].owned, e->p.n_threads);
     if (tmp) free(tmp);
@@ -392,7 +404,7 @@ static spry_status convert_weights(spry_engine *e) {
         e->mats[i].w = t->data;
         int64_t N = t->shape[0], K = t->shape[1];
         if (e->p.weight_format == SPRY_WFMT_F32) { // packed panels for the outer-product kernel
-            e->mats[i].owned = malloc(sizeof(float) * (size_t)spry_eng_packed_size(N, K));
+            e->mats[i].owned = alloc_huge(sizeof(float) * (size_t)spry_eng_packed_size(N, K));
             if (!e->mats[i].owned) return spry_errorf(SPRY_ERR_NOMEM, "engine: out of memory for packed weights");
             spry_eng_pack_f32(t->data, N, K, e->mats[i].owned);
             e->mats[i].w = e->mats[i].owned;
@@ -418,14 +430,14 @@ static spry_status convert_weights(spry_engine *e) {
         spry_cpu_features f = spry_cpu_detect();
         if (e->p.weight_format == SPRY_WFMT_BF16 && f.avx512f && f.avx512bw && f.avx512bf16) {
             // bf16 rows -> packed panels for the outer-product kernel
-            uint16_t *wb = malloc(sizeof(uint16_t) * (size_t)spry_eng_packed_bf16_size(N, K));
+            uint16_t *wb = alloc_huge(sizeof(uint16_t) * (size_t)spry_eng_packed_bf16_size(N, K));
             if (!wb) return spry_errorf(SPRY_ERR_NOMEM, "engine: out of memory for packed weights");
             spry_eng_pack_bf16(e->mats[i].owned, N, K, wb);
             free(e->mats[i].owned);
             e->mats[i].w = e->mats[i].owned = wb;
             e->packed_bf16 = true;
         } else if (e->p.weight_format == SPRY_WFMT_F16 && f.avx512f) {
-            uint16_t *wh = malloc(sizeof(uint16_t) * (size_t)spry_eng_packed_size(N, K));
+            uint16_t *wh = alloc_huge(sizeof(uint16_t) * (size_t)spry_eng_packed_size(N, K));
             if (!wh) return spry_errorf(SPRY_ERR_NOMEM, "engine: out of memory for packed weights");
             spry_eng_pack_f16(e->mats[i].owned, N, K, wh);
             free(e->mats[i].owned);
@@ -483,7 +495,7 @@ spry_status spry_engine_init(spry_model *m, const spry_engine_params *pp, spry_e
     pthread_cond_init(&e->work, NULL);
     size_t nb = (size_t)p.n_blocks, T = (size_t)p.max_batch_tokens, C = (size_t)e->C;
     for (e->n_bucket = 1; e->n_bucket < 2 * p.n_blocks; e->n_bucket *= 2) {}
-    e->pool       = malloc(sizeof(float) * nb * (size_t)(e->L * 2 * p.block_tokens) * C);
+    e->pool       = alloc_huge(sizeof(float) * nb * (size_t)(e->L * 2 * p.block_tokens) * C);
     e->ref        = calloc(nb, sizeof(int32_t));
     e->key        = calloc(nb, sizeof(uint64_t));
     e->free_stack = malloc(sizeof(int32_t) * nb);
@@ -540,7 +552,7 @@ spry_status spry_engine_init(spry_model *m, const spry_engine_params *pp, spry_e
 static void attend(const spry_engine *e, int64_t l, int64_t h, int64_t r0, int G) {
     int64_t      D = e->D, bt = e->p.block_tokens, C = e->C, H = e->H;
     bool         bloom = e->m->cfg.arch == SPRY_ARCH_BLOOM;
-    const float *kbase = kv_row(e, 0, l, 0, 0) + h * D * bt, *vbase = kv_row(e, 0, l, 1, 0) + h * D;
+    const float *kbase = kv_half(e, 0, l, 0) + h * D * bt, *vbase = kv_half(e, 0, l, 1) + h * bt * D;
     size_t       bstride = (size_t)e->L * 2 * (size_t)(bt * C); // from one pool block to the next
     const float *q[SPRY_ENG_ATTEND_GROUP];
     int64_t      nk[SPRY_ENG_ATTEND_GROUP];
@@ -550,7 +562,7 @@ static void attend(const spry_engine *e, int64_t l, int64_t h, int64_t r0, int G
         nk[g]  = e->tok_pos[r0 + g] + 1;
         out[g] = e->att + (r0 + g) * C + h * D;
     }
-    spry_eng_attend_group(G, q, nk, out, e->items[e->tok_item[r0]].s->table, kbase, vbase, bstride, bt, C, D,
+    spry_eng_attend_group(G, q, nk, out, e->items[e->tok_item[r0]].s->table, kbase, vbase, bstride, bt, D, D,
                           1.0f / sqrtf((float)D), bloom ? spry_alibi_slope(h, H) : 0.0f);
 }
 
@@ -600,12 +612,12 @@ static spry_status forward(spry_engine *e, int64_t n) {
             seq       *s   = e->items[e->tok_item[r]].s;
             int64_t    p   = e->tok_pos[r];
             int32_t    blk = s->table[p / bt];
-            float     *kd = kv_row(e, blk, l, 0, 0), *vd = kv_row(e, blk, l, 1, p % bt);
+            float     *kd = kv_half(e, blk, l, 0), *vd = kv_half(e, blk, l, 1);
             const float *q3 = e->qkv + r * 3 * C;
             for (int64_t hh = 0; hh < H; hh++) {
                 int64_t ko = bloom ? hh * 3 * D + D : C + hh * D, vo = bloom ? hh * 3 * D + 2 * D : 2 * C + hh * D;
                 for (int64_t d = 0; d < D; d++) kd[(hh * D + d) * bt + p % bt] = q3[ko + d]; // keys d-major
-                memcpy(vd + hh * D, q3 + vo, sizeof(float) * (size_t)D);
+                memcpy(vd + (hh * bt + p % bt) * D, q3 + vo, sizeof(float) * (size_t)D);     // values (bt, D)
             }
         }
         // attention: groups of consecutive rows of one sequence, per head (head-major: a head's keys

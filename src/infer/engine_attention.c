@@ -79,6 +79,7 @@ static void attend_scalar(const att_src *A, const float *q, int64_t nk, float *o
 /* ---- AVX-512 ------------------------------------------------------------------------------- */
 
 #define GMAX SPRY_ENG_ATTEND_GROUP
+#define PF_CHUNKS 2 // prefetch distance of one-row decode, in chunks
 
 // G queries q[g] of one sequence and head with nk[g] keys each (G, DC constants after inlining;
 // D <= 16 DC). Per query: the running maximum mx and sum, and the weighted values o, DC vectors
@@ -112,6 +113,17 @@ AVX512 INLINE void group_avx512(const att_src *A, int G, const float *const *q, 
         for (int64_t t0 = 0; t0 < bt && j0 + t0 < nk_max; t0 += 16) {
             const int64_t start = j0 + t0, cend = j0 + bt < start + 16 ? j0 + bt : start + 16;
             const float  *Kt = Kb + t0, *V = Vb + t0 * A->vstride;
+            // one-row decode reads the keys and values from memory (the weights streamed since
+            // evicted them): the chunk PF_CHUNKS ahead is requested while this one computes
+            if (G == 1) {
+                int64_t nx = start + PF_CHUNKS * 16; // chunks are 16 keys unless cut by a block
+                if (nx < nk_max) {
+                    const float *nK = A->kbase + (size_t)A->table[nx / bt] * A->bstride + nx % bt;
+                    const float *nV = A->vbase + (size_t)A->table[nx / bt] * A->bstride + (nx % bt) * A->vstride;
+                    for (int64_t d = 0; d < D; d++) _mm_prefetch((const char *)(nK + d * bt), _MM_HINT_T0);
+                    for (int64_t x = 0; x < 16 * A->vstride; x += 16) _mm_prefetch((const char *)(nV + x), _MM_HINT_T0);
+                }
+            }
             __mmask16     live[GMAX], any = 0;
             int64_t       n_max = 0;
 #pragma GCC unroll 4
