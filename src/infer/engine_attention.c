@@ -94,8 +94,8 @@ AVX512 INLINE void group_avx512(const att_src *A, int G, const float *const *q, 
     __mmask16     dm[8];
 #pragma GCC unroll 8
     for (int i = 0; i < DC; i++) {
-        int64_t rest = D - 16 * i;
-        dm[i]        = rest >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << rest) - 1);
+        int64_t rest = D - 16 * i; // columns past D: masked to zero, never stored
+        dm[i]        = rest >= 16 ? (__mmask16)0xffff : rest > 0 ? (__mmask16)((1u << rest) - 1) : (__mmask16)0;
     }
     float   mx[GMAX], sum[GMAX];
     __m512  o[GMAX][8];
@@ -237,23 +237,30 @@ AVX512 INLINE void group_avx512(const att_src *A, int G, const float *const *q, 
     }
 }
 
-#define GROUP_CASE(G, DC)                                                                                            \
-    case (G) * 16 + (DC): group_avx512(A, G, q, nk, out, DC); return true;
-// Groups of up to 4 queries for D <= 64; one query at a time up to D = 128. False for larger D.
+// The kernels compiled: groups of 1, 2 or 4 queries with 32 or 64 columns (D <= 64; a group of 3
+// runs as 2 + 1), and one query at a time with 128 columns (64 < D <= 128). Columns past D are
+// masked to zero and change no output bit. False for D > 128.
 AVX512 static bool group_dispatch(const att_src *A, int G, const float *const *q, const int64_t *nk,
                                   float *const *out) {
-    int DC = (int)((A->D + 15) / 16);
-    switch (G * 16 + DC) {
-        GROUP_CASE(1, 1) GROUP_CASE(1, 2) GROUP_CASE(1, 3) GROUP_CASE(1, 4)
-        GROUP_CASE(1, 5) GROUP_CASE(1, 6) GROUP_CASE(1, 7) GROUP_CASE(1, 8)
-        GROUP_CASE(2, 1) GROUP_CASE(2, 2) GROUP_CASE(2, 3) GROUP_CASE(2, 4)
-        GROUP_CASE(3, 1) GROUP_CASE(3, 2) GROUP_CASE(3, 3) GROUP_CASE(3, 4)
-        GROUP_CASE(4, 1) GROUP_CASE(4, 2) GROUP_CASE(4, 3) GROUP_CASE(4, 4)
-    default: break;
+    const int64_t D = A->D;
+    if (D > 128) return false;
+    if (D > 64) {
+        for (int g = 0; g < G; g++) group_avx512(A, 1, q + g, nk + g, out + g, 8);
+        return true;
     }
-    if (DC > 8 || G == 1) return false;
-    for (int g = 0; g < G; g++) // 64 < D <= 128: one query at a time
-        if (!group_dispatch(A, 1, q + g, nk + g, out + g)) return false;
+    for (int g0 = 0; g0 < G;) {
+        int n = G - g0 >= 4 ? 4 : G - g0 >= 2 ? 2 : 1;
+        if (D <= 32) {
+            if (n == 4) group_avx512(A, 4, q + g0, nk + g0, out + g0, 2);
+            else if (n == 2) group_avx512(A, 2, q + g0, nk + g0, out + g0, 2);
+            else group_avx512(A, 1, q + g0, nk + g0, out + g0, 2);
+        } else {
+            if (n == 4) group_avx512(A, 4, q + g0, nk + g0, out + g0, 4);
+            else if (n == 2) group_avx512(A, 2, q + g0, nk + g0, out + g0, 4);
+            else group_avx512(A, 1, q + g0, nk + g0, out + g0, 4);
+        }
+        g0 += n;
+    }
     return true;
 }
 
