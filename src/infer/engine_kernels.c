@@ -15,13 +15,50 @@
 #include "ops/fastmath.h"
 #include "spry/cpu.h"
 
-void spry_eng_layernorm(const float *x, const float *w, const float *b, float *y, int64_t C, float eps) {
+static void layernorm_scalar(const float *x, const float *w, const float *b, float *y, int64_t C, float eps) {
     double s = 0, ss = 0;
     for (int64_t i = 0; i < C; i++) s += x[i];
     double mean = s / (double)C;
     for (int64_t i = 0; i < C; i++) ss += ((double)x[i] - mean) * ((double)x[i] - mean);
     float rstd = (float)(1.0 / sqrt(ss / (double)C + (double)eps)), mu = (float)mean;
     for (int64_t i = 0; i < C; i++) y[i] = (x[i] - mu) * rstd * w[i] + b[i];
+}
+
+// The same statistics in double, 8 lanes wide (two chains of 8 per 16 inputs, lanes added at the
+// end), and the output in f32 16 lanes wide: a decode step runs 25 LayerNorms of one row serially.
+__attribute__((target("avx512f"))) static void layernorm_avx512(const float *x, const float *w, const float *b,
+                                                                float *y, int64_t C, float eps) {
+    __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
+    for (int64_t i = 0; i < C; i += 16) {
+        __mmask16 m = C - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (C - i)) - 1);
+        __m512    v = _mm512_maskz_loadu_ps(m, x + i);
+        a0          = _mm512_add_pd(a0, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+        a1          = _mm512_add_pd(a1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+    }
+    const double mean = _mm512_reduce_add_pd(_mm512_add_pd(a0, a1)) / (double)C;
+    const __m512d mv  = _mm512_set1_pd(mean);
+    a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
+    for (int64_t i = 0; i < C; i += 16) {
+        __mmask16 m  = C - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (C - i)) - 1);
+        __m512    v  = _mm512_maskz_loadu_ps(m, x + i);
+        __m512d   d0 = _mm512_maskz_sub_pd((__mmask8)m, _mm512_cvtps_pd(_mm512_castps512_ps256(v)), mv);
+        __m512d   d1 = _mm512_maskz_sub_pd((__mmask8)(m >> 8),
+                                           _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))), mv);
+        a0 = _mm512_fmadd_pd(d0, d0, a0), a1 = _mm512_fmadd_pd(d1, d1, a1);
+    }
+    const double ss   = _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
+    const __m512 rstd = _mm512_set1_ps((float)(1.0 / sqrt(ss / (double)C + (double)eps))), mu = _mm512_set1_ps((float)mean);
+    for (int64_t i = 0; i < C; i += 16) {
+        __mmask16 m = C - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (C - i)) - 1);
+        __m512    t = _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mu), rstd),
+                                    _mm512_maskz_loadu_ps(m, w + i));
+        _mm512_mask_storeu_ps(y + i, m, _mm512_add_ps(t, _mm512_maskz_loadu_ps(m, b + i)));
+    }
+}
+
+void spry_eng_layernorm(const float *x, const float *w, const float *b, float *y, int64_t C, float eps) {
+    if (spry_cpu_detect().avx512f) layernorm_avx512(x, w, b, y, C, eps);
+    else layernorm_scalar(x, w, b, y, C, eps);
 }
 
 static inline float gelu1(float v) {
@@ -38,7 +75,7 @@ __attribute__((target("avx512f"))) static void gelu_range_avx512(float *x, int64
 
 void spry_eng_gelu(float *x, int64_t n) {
     bool simd = spry_cpu_detect().avx512f;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > 4096) // one chunk: no fork and join
     for (int64_t i0 = 0; i0 < n; i0 += 4096) {
         int64_t m = n - i0 < 4096 ? n - i0 : 4096;
         if (simd) gelu_range_avx512(x + i0, m);
