@@ -5,13 +5,14 @@
  *
  * Keys are visited in chunks of at most 16, cut at KV blocks and at the query's last position.
  * Per chunk and query: the 16 scores side by side (four FMA chains over d, by d mod 4, added
- * pairwise), the chunk's maximum, a rescale of the running sums when it grows, e^(score - max),
- * then the weighted values (one FMA chain per 16 columns, keys in order). That sequence of
+ * pairwise), the new maximum, e^(score - max), the chunk's weighted values summed on their own
+ * (two FMA chains per 16 columns, even and odd keys), then one merge into the running sums,
+ * rescaled by e^(old max - new max) (exactly 1 when the maximum stays). That sequence of
  * operations depends only on the query's own keys, whatever group it is computed in: a group
- * loads each key and value vector once for all its queries, and the lanes past a query's own keys
- * are masked out of its arithmetic. So grouped prefill rows and one-row decode give the same bits
- * (the engine's batch invariance; tests/test_attention.c). The scalar path (no AVX-512) runs the
- * same chunks one query at a time.
+ * loads each key vector once per pair of queries (the values once per query, from L1), and the
+ * lanes past a query's own keys are masked out of its arithmetic. So grouped prefill rows and
+ * one-row decode give the same bits (the engine's batch invariance; tests/test_attention.c). The
+ * scalar path (no AVX-512) runs the same steps one query at a time, in another summation order.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -83,10 +84,9 @@ static void attend_scalar(const att_src *A, const float *q, int64_t nk, float *o
 
 // G queries q[g] of one sequence and head with nk[g] keys each (G, DC constants after inlining;
 // D <= 16 DC). Per query: the running maximum mx and sum, and the weighted values o, DC vectors
-// of 16 columns, all in registers. Each chunk loads a key vector once for every query (with the
-// lanes of the query that sees the most keys; a query's other lanes are masked out of its scores)
-// and each value vector once; a query's value FMAs for keys past its own are masked off, so its
-// sums take exactly the operations they take alone.
+// of 16 columns, all in registers. Each chunk loads a key vector once per pair of queries (with
+// the lanes of the query that sees the most keys; a query's other lanes are masked out of its
+// scores, so its weights are zero there and its sums take exactly the operations they take alone).
 AVX512 INLINE void group_avx512(const att_src *A, int G, const float *const *q, const int64_t *nk, float *const *out,
                                 int DC) {
     const int64_t bt = A->bt, D = A->D;
@@ -172,7 +172,7 @@ AVX512 INLINE void group_avx512(const att_src *A, int G, const float *const *q, 
                 }
             }
             // per query: the new maximum, e^(score - max), the chunk's weighted values summed on
-            // their own (keys in order), then one merge into the running sums, rescaled by
+            // their own (even and odd keys in two chains), then one merge into the running sums, rescaled by
             // f = e^(old max - new max) (exactly 1 when the maximum stays): the only dependence
             // between chunks is the maximum and one FMA per vector, so chunks overlap in the core
 #pragma GCC unroll 2

@@ -50,7 +50,7 @@ void spry_eng_attend(const float *q, const int32_t *table, const float *kbase, c
 #define SPRY_ENG_ATTEND_GROUP 4
 // spry_eng_attend for G (1 .. SPRY_ENG_ATTEND_GROUP) queries q[g] with nk[g] keys each, of the same
 // sequence (table) and head, into out[g]: each out[g] has the same bits as spry_eng_attend gives
-// for that query alone; the group shares the loads of the keys and values all its queries see.
+// for that query alone; the group loads each key vector once per pair of queries.
 void spry_eng_attend_group(int G, const float *const *q, const int64_t *nk, float *const *out, const int32_t *table,
                            const float *kbase, const float *vbase, size_t bstride, int64_t bt, int64_t vstride,
                            int64_t D, float scale, float slope);
