@@ -8,6 +8,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 static int g_check_fail, g_check_pass;
 
@@ -48,6 +49,16 @@ static inline double check_nmse(const float *a, const double *b, long n) {
         den += b[i] * b[i];
     }
     return den > 0 ? num / den : num;
+}
+
+// malloc(n) (at least 1 byte) for test data; a test that runs out of memory stops here.
+static inline void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "out of memory (%zu bytes)\n", n);
+        abort();
+    }
+    return p;
 }
 
 static inline int check_exit(void) {

@@ -133,12 +133,6 @@ static void check_elems(const char *what, const void *got, spry_dtype dt, const 
               bad ? (long long)want[first] : 0LL);
 }
 
-static void *xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    SPRY_ASSERT(p, "test_comm: out of memory (%zu bytes)", n);
-    return p;
-}
-
 #define SENTINEL ((int64_t)-12345) // written where nothing may be written; not a val()
 
 static void check_status(const char *what, spry_status st) {

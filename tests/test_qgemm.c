@@ -25,15 +25,6 @@
 #include "spry/quant.h"
 #include "spry/rng.h"
 
-static void *xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "out of memory\n");
-        abort();
-    }
-    return p;
-}
-
 static uint64_t g_state = 0x9E3779B97F4A7C15ull;
 static float frand(void) { // uniform in [-1, 1)
     g_state = g_state * 6364136223846793005ull + 1442695040888963407ull;

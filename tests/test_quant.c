@@ -43,15 +43,6 @@ static const spry_quant_isa k_isas[] = {SPRY_QUANT_ISA_SCALAR, SPRY_QUANT_ISA_AV
                                         SPRY_QUANT_ISA_AVX512};
 #define N_ISA ((int)(sizeof k_isas / sizeof k_isas[0]))
 
-static void *xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "out of memory\n");
-        abort();
-    }
-    return p;
-}
-
 static float f16val(const void *blk) {
     uint16_t h;
     memcpy(&h, blk, 2);

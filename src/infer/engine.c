@@ -379,8 +379,7 @@ static spry_status pack_quant(spry_engine *e, int64_t i, const spry_tensor *t, i
         if (st != SPRY_OK) return free(tmp), st;
         src = tmp;
     }
-    size_t sz        = ((size_t)spry_qpack_size(fmt, N, K) + 63) / 64 * 64;
-    e->mats[i].owned = alloc_huge(sz);
+    e->mats[i].owned = alloc_huge((size_t)spry_qpack_size(fmt, N, K));
     if (!e->mats[i].owned) return free(tmp), spry_errorf(SPRY_ERR_NOMEM, "engine: out of memory for packed weights");
     spry_status st = spry_qpack(fmt, src, N, K, e->mats[i].owned, e->p.n_threads);
     if (tmp) free(tmp);
@@ -510,8 +509,9 @@ spry_status spry_engine_init(spry_model *m, const spry_engine_params *pp, spry_e
     e->att        = malloc(sizeof(float) * T * C);
     e->qkv        = malloc(sizeof(float) * T * 3 * C);
     e->ff         = malloc(sizeof(float) * T * (size_t)e->I);
-    int64_t KX    = e->I > e->C ? e->I : e->C, qs = spry_qgemm_scratch_size((int64_t)T, KX);
-    e->xb         = malloc(qs > (int64_t)(sizeof(uint16_t) * T * (size_t)KX) ? (size_t)qs : sizeof(uint16_t) * T * (size_t)KX);
+    size_t KX = (size_t)(e->I > e->C ? e->I : e->C), xb_bf16 = sizeof(uint16_t) * T * KX;
+    size_t xb_q = (size_t)spry_qgemm_scratch_size((int64_t)T, (int64_t)KX);
+    e->xb       = malloc(xb_q > xb_bf16 ? xb_q : xb_bf16);
     e->tok_pos    = malloc(sizeof(int64_t) * T);
     e->tok_id     = malloc(sizeof(int32_t) * T);
     e->tok_item   = malloc(sizeof(int32_t) * T);

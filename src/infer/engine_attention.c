@@ -48,17 +48,15 @@ static void chunk_scalar(const att_src *A, const float *q, const float *Kt, cons
     }
     float nm = cm > *mx ? cm : *mx, f = expf(*mx - nm), ws = 0;
     *mx      = nm;
+    for (int64_t t = 0; t < n; t++) s[t] = expf(s[t] - nm), ws += s[t]; // the keys' weights
     float tmp[256]; // the chunk's weighted values, 256 columns at a time
     for (int64_t d0 = 0; d0 < A->D; d0 += 256) {
         int64_t nd = A->D - d0 < 256 ? A->D - d0 : 256;
         for (int64_t d = 0; d < nd; d++) tmp[d] = 0;
-        for (int64_t t = 0; t < n; t++) {
-            float w = expf(s[t] - nm);
-            for (int64_t d = 0; d < nd; d++) tmp[d] += w * V[t * A->vstride + d0 + d];
-        }
+        for (int64_t t = 0; t < n; t++)
+            for (int64_t d = 0; d < nd; d++) tmp[d] += s[t] * V[t * A->vstride + d0 + d];
         for (int64_t d = 0; d < nd; d++) out[d0 + d] = fmaf(out[d0 + d], f, tmp[d]);
     }
-    for (int64_t t = 0; t < n; t++) ws += expf(s[t] - nm);
     *sum = *sum * f + ws;
 }
 
@@ -135,7 +133,7 @@ AVX512 INLINE void group_avx512(const att_src *A, int G, const float *const *q, 
                 n_max = n > n_max ? n : n_max;
             }
             // scores, two queries per pass over the keys; four chains over d (d mod 4)
-            __m512 sv[GMAX], w[GMAX];
+            __m512 sv[GMAX];
 #pragma GCC unroll 2
             for (int gp = 0; gp < G; gp += 2) {
                 const int np = G - gp < 2 ? G - gp : 2;
@@ -172,60 +170,42 @@ AVX512 INLINE void group_avx512(const att_src *A, int G, const float *const *q, 
                 }
             }
             // per query: the new maximum, e^(score - max), the chunk's weighted values summed on
-            // their own (even and odd keys in two chains), then one merge into the running sums, rescaled by
-            // f = e^(old max - new max) (exactly 1 when the maximum stays): the only dependence
-            // between chunks is the maximum and one FMA per vector, so chunks overlap in the core
-#pragma GCC unroll 2
-            for (int gp = 0; gp < G; gp += 2) {
-                const int np = G - gp < 2 ? G - gp : 2;
-                __m512    f[2];
-                __m512    tmp[2][8];
-#pragma GCC unroll 2
-                for (int u = 0; u < np; u++) {
-                    const int g  = gp + u;
-                    float     cm = live[g] ? _mm512_reduce_max_ps(sv[g]) : -INFINITY, nm = cm > mx[g] ? cm : mx[g];
-                    // spry_exp16, not expf: a call would spill every live vector register (the
-                    // ABI keeps none across calls); exp16(0) = 1 exactly, and the first chunk's
-                    // e^-inf is clamped to ~1e-38, which multiplies zeros
-                    f[u]         = spry_exp16(_mm512_set1_ps(live[g] ? mx[g] - nm : 0.0f));
-                    mx[g]        = nm;
-                    w[g]         = live[g] ? _mm512_maskz_mov_ps(live[g], spry_exp16(_mm512_sub_ps(sv[g], _mm512_set1_ps(nm))))
-                                           : _mm512_setzero_ps();
-                }
-                // per query, keys in two chains (even, odd), added at the end
-#pragma GCC unroll 2
-                for (int u = 0; u < np; u++) {
-                    __m512 t1[8];
+            // their own (even and odd keys in two chains), then one merge into the running sums,
+            // rescaled by f = e^(old max - new max) (exactly 1 when the maximum stays): the only
+            // dependence between chunks is the maximum and one FMA per vector, so chunks overlap
+#pragma GCC unroll 4
+            for (int g = 0; g < G; g++) {
+                if (!live[g]) continue;
+                const float cm = _mm512_reduce_max_ps(sv[g]), nm = cm > mx[g] ? cm : mx[g];
+                // spry_exp16, not expf: a call would spill every live vector register (the ABI
+                // keeps none across calls); exp16(0) = 1 exactly, and the first chunk's e^-inf is
+                // clamped to ~1e-38, which multiplies zeros
+                const __m512 f = spry_exp16(_mm512_set1_ps(mx[g] - nm));
+                const __m512 w = _mm512_maskz_mov_ps(live[g], spry_exp16(_mm512_sub_ps(sv[g], _mm512_set1_ps(nm))));
+                mx[g]          = nm;
+                __m512 va[8], vb[8];
 #pragma GCC unroll 8
-                    for (int i = 0; i < DC; i++) tmp[u][i] = t1[i] = _mm512_setzero_ps();
-                    const float *vr = V;
-                    int64_t      t  = 0;
-                    for (; t + 2 <= n_max; t += 2, vr += 2 * A->vstride) {
-                        __m512 w0 = _mm512_permutexvar_ps(_mm512_set1_epi32((int)t), w[gp + u]); // 0 past its keys
-                        __m512 w1 = _mm512_permutexvar_ps(_mm512_set1_epi32((int)t + 1), w[gp + u]);
+                for (int i = 0; i < DC; i++) va[i] = vb[i] = _mm512_setzero_ps();
+                const float *vr = V;
+                int64_t      t  = 0;
+                for (; t + 2 <= n_max; t += 2, vr += 2 * A->vstride) { // w is 0 past the query's keys
+                    __m512 w0 = _mm512_permutexvar_ps(_mm512_set1_epi32((int)t), w);
+                    __m512 w1 = _mm512_permutexvar_ps(_mm512_set1_epi32((int)t + 1), w);
 #pragma GCC unroll 8
-                        for (int i = 0; i < DC; i++) {
-                            tmp[u][i] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(dm[i], vr + 16 * i), tmp[u][i]);
-                            t1[i] = _mm512_fmadd_ps(w1, _mm512_maskz_loadu_ps(dm[i], vr + A->vstride + 16 * i), t1[i]);
-                        }
+                    for (int i = 0; i < DC; i++) {
+                        va[i] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(dm[i], vr + 16 * i), va[i]);
+                        vb[i] = _mm512_fmadd_ps(w1, _mm512_maskz_loadu_ps(dm[i], vr + A->vstride + 16 * i), vb[i]);
                     }
-                    if (t < n_max) {
-                        __m512 w0 = _mm512_permutexvar_ps(_mm512_set1_epi32((int)t), w[gp + u]);
-#pragma GCC unroll 8
-                        for (int i = 0; i < DC; i++)
-                            tmp[u][i] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(dm[i], vr + 16 * i), tmp[u][i]);
-                    }
-#pragma GCC unroll 8
-                    for (int i = 0; i < DC; i++) tmp[u][i] = _mm512_add_ps(tmp[u][i], t1[i]);
                 }
-#pragma GCC unroll 2
-                for (int u = 0; u < np; u++) {
-                    const int g = gp + u;
-                    if (!live[g]) continue;
-                    sum[g] = sum[g] * _mm512_cvtss_f32(f[u]) + _mm512_reduce_add_ps(w[g]);
+                if (t < n_max) {
+                    __m512 w0 = _mm512_permutexvar_ps(_mm512_set1_epi32((int)t), w);
 #pragma GCC unroll 8
-                    for (int i = 0; i < DC; i++) o[g][i] = _mm512_fmadd_ps(o[g][i], f[u], tmp[u][i]);
+                    for (int i = 0; i < DC; i++)
+                        va[i] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(dm[i], vr + 16 * i), va[i]);
                 }
+                sum[g] = sum[g] * _mm512_cvtss_f32(f) + _mm512_reduce_add_ps(w);
+#pragma GCC unroll 8
+                for (int i = 0; i < DC; i++) o[g][i] = _mm512_fmadd_ps(o[g][i], f, _mm512_add_ps(va[i], vb[i]));
             }
         }
     }

@@ -24,32 +24,40 @@ static void layernorm_scalar(const float *x, const float *w, const float *b, flo
     for (int64_t i = 0; i < C; i++) y[i] = (x[i] - mu) * rstd * w[i] + b[i];
 }
 
+// Lanes i .. i + 15 of a row of n: all of them, or those below n.
+static inline __mmask16 tail16(int64_t n, int64_t i) {
+    return n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+}
+
 // The same statistics in double, 8 lanes wide (two chains of 8 per 16 inputs, lanes added at the
 // end), and the output in f32 16 lanes wide: a decode step runs 25 LayerNorms of one row serially.
 __attribute__((target("avx512f"))) static void layernorm_avx512(const float *x, const float *w, const float *b,
                                                                 float *y, int64_t C, float eps) {
-    __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
+    __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd(), lo, hi;
+#define WIDEN16(i) /* x[i .. i + 15] (zero past C) as doubles lo, hi */                                   \
+    do {                                                                                                   \
+        __m512 v_ = _mm512_maskz_loadu_ps(tail16(C, i), x + (i));                                          \
+        lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v_));                                                  \
+        hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v_), 1)));           \
+    } while (0)
     for (int64_t i = 0; i < C; i += 16) {
-        __mmask16 m = C - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (C - i)) - 1);
-        __m512    v = _mm512_maskz_loadu_ps(m, x + i);
-        a0          = _mm512_add_pd(a0, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
-        a1          = _mm512_add_pd(a1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+        WIDEN16(i);
+        a0 = _mm512_add_pd(a0, lo), a1 = _mm512_add_pd(a1, hi);
     }
-    const double mean = _mm512_reduce_add_pd(_mm512_add_pd(a0, a1)) / (double)C;
-    const __m512d mv  = _mm512_set1_pd(mean);
+    const double  mean = _mm512_reduce_add_pd(_mm512_add_pd(a0, a1)) / (double)C;
+    const __m512d mv   = _mm512_set1_pd(mean);
     a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
     for (int64_t i = 0; i < C; i += 16) {
-        __mmask16 m  = C - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (C - i)) - 1);
-        __m512    v  = _mm512_maskz_loadu_ps(m, x + i);
-        __m512d   d0 = _mm512_maskz_sub_pd((__mmask8)m, _mm512_cvtps_pd(_mm512_castps512_ps256(v)), mv);
-        __m512d   d1 = _mm512_maskz_sub_pd((__mmask8)(m >> 8),
-                                           _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))), mv);
+        WIDEN16(i);
+        __mmask16 m  = tail16(C, i);
+        __m512d   d0 = _mm512_maskz_sub_pd((__mmask8)m, lo, mv), d1 = _mm512_maskz_sub_pd((__mmask8)(m >> 8), hi, mv);
         a0 = _mm512_fmadd_pd(d0, d0, a0), a1 = _mm512_fmadd_pd(d1, d1, a1);
     }
+#undef WIDEN16
     const double ss   = _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
     const __m512 rstd = _mm512_set1_ps((float)(1.0 / sqrt(ss / (double)C + (double)eps))), mu = _mm512_set1_ps((float)mean);
     for (int64_t i = 0; i < C; i += 16) {
-        __mmask16 m = C - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (C - i)) - 1);
+        __mmask16 m = tail16(C, i);
         __m512    t = _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mu), rstd),
                                     _mm512_maskz_loadu_ps(m, w + i));
         _mm512_mask_storeu_ps(y + i, m, _mm512_add_ps(t, _mm512_maskz_loadu_ps(m, b + i)));

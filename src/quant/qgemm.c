@@ -84,7 +84,7 @@ spry_status spry_qpack(spry_wfmt fmt, const void *rows, int64_t N, int64_t K, vo
                             memset(dst + 32 + g * 64 + c * 4, 128, 4);
                     continue;
                 }
-                const uint8_t *blk = (const uint8_t *)rows + (size_t)n * rb + (size_t)b * (q4 ? 18 : 34);
+                const uint8_t *blk = (const uint8_t *)rows + (size_t)n * rb + (size_t)b * spry_wfmt_block_bytes(fmt);
                 memcpy(dst + 2 * c, blk, 2); // the fp16 scale
                 for (int g = 0; g < (q4 ? 4 : 8); g++)
                     for (int j = 0; j < 4; j++)
