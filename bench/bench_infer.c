@@ -7,7 +7,7 @@
  * same threads, best of 12) and prints the decode bound: read bandwidth / bytes of weights read per
  * token (every matrix once, the LM head included; embeddings are one row).
  *
- *   bench_infer [--format f32|bf16|f16|q8_0|q4_0] [--pp 256] [--tg 128] [--threads 2]
+ *   bench_infer [--format f32|bf16|f16|q8_0|q4_0] [--kv-type auto|f32|f16] [--pp 256] [--tg 128] [--threads 2]
  *               [--layers 12] [--embd 768] [--heads 12]
  * prints one line: SPRY format=<f> pp<N>_tokens_per_s=.. tg<N>_tokens_per_s=.. weight_mb=..
  *                  read_gbs=.. tg_bound_tokens_per_s=..
@@ -92,6 +92,7 @@ int main(int argc, char **argv) {
     int64_t pp = 256, tg = 128, L = 12, C = 768, H = 12;
     int     threads = 2;
     int     fmt     = SPRY_WFMT_F32;
+    int     kv      = SPRY_KV_AUTO;
     for (int i = 1; i < argc; i += 2) { // options come in pairs
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
         if (!strcmp(a, "--pp")) pp = atoll(v);
@@ -101,9 +102,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--embd")) C = atoll(v);
         else if (!strcmp(a, "--heads")) H = atoll(v);
         else if (!strcmp(a, "--format") && spry_wfmt_from_name(v) >= 0) fmt = spry_wfmt_from_name(v);
+        else if (!strcmp(a, "--kv-type") && (!strcmp(v, "auto") || !strcmp(v, "f32") || !strcmp(v, "f16")))
+            kv = !strcmp(v, "auto") ? SPRY_KV_AUTO : !strcmp(v, "f32") ? SPRY_KV_F32 : SPRY_KV_F16;
         else {
-            fprintf(stderr, "usage: bench_infer [--format f32|bf16|f16|q8_0|q4_0 (f32)] [--pp 256] [--tg 128] "
-                            "[--threads 2] [--layers 12] [--embd 768] [--heads 12]\n");
+            fprintf(stderr, "usage: bench_infer [--format f32|bf16|f16|q8_0|q4_0 (f32)] [--kv-type auto|f32|f16 (auto)] "
+                            "[--pp 256] [--tg 128] [--threads 2] [--layers 12] [--embd 768] [--heads 12]\n");
             return 2;
         }
     }
@@ -118,6 +121,7 @@ int main(int argc, char **argv) {
     spry_engine_params p = spry_engine_params_default();
     p.n_ctx = 1024, p.max_seqs = 1, p.max_batch_tokens = pp, p.n_threads = threads, p.prefix_cache = false;
     p.n_blocks = 1024 / p.block_tokens, p.weight_format = (spry_wfmt)fmt;
+    p.kv_type = (spry_kv_type)kv;
     spry_engine *e;
     if (spry_engine_init(m, &p, &e)) {
         fprintf(stderr, "bench_infer: %s\n", spry_last_error());
@@ -138,9 +142,10 @@ int main(int argc, char **argv) {
     double wbytes = (double)spry_wfmt_row_bytes((spry_wfmt)fmt, C) * (double)(L * (3 * C + C + 4 * C) + 50257) +
                     (double)spry_wfmt_row_bytes((spry_wfmt)fmt, 4 * C) * (double)(L * C);
     double bw     = bw0 > bw1 ? bw0 : bw1;
-    printf("SPRY format=%s pp%lld_tokens_per_s=%.1f tg%lld_tokens_per_s=%.2f weight_mb=%.1f read_gbs=%.2f "
+    printf("SPRY format=%s kv=%s pp%lld_tokens_per_s=%.1f tg%lld_tokens_per_s=%.2f weight_mb=%.1f read_gbs=%.2f "
            "tg_bound_tokens_per_s=%.2f threads=%d\n",
-           spry_wfmt_name((spry_wfmt)fmt), (long long)pp, (double)pp / median(tp, 5), (long long)tg, (double)tg / median(tt, 3), wbytes / 1e6,
+           spry_wfmt_name((spry_wfmt)fmt),
+           kv == SPRY_KV_F16 || (kv == SPRY_KV_AUTO && fmt != SPRY_WFMT_F32) ? "f16" : "f32", (long long)pp, (double)pp / median(tp, 5), (long long)tg, (double)tg / median(tt, 3), wbytes / 1e6,
            bw / 1e9, bw / wbytes, threads);
     spry_engine_free(e);
     spry_model_free(m);

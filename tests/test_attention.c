@@ -9,6 +9,8 @@
  *     arbitrary, equal, or in blocks the others do not reach) gives the same bits as alone -- the
  *     engine's batch invariance rests on it. D = 10, 64 (grouped kernels), 100 (one query at a
  *     time), block sizes 16 and 24 (chunks cut inside a block).
+ * (c) The f16 cache: with values that f16 holds exactly, the same bits as the f32 cache (the
+ *     loads widen exactly), alone and in groups.
  */
 #include <math.h>
 #include <stdint.h>
@@ -17,6 +19,7 @@
 
 #include "check.h"
 #include "infer/engine_kernels.h"
+#include "spry/dtype.h"
 
 static uint64_t g_state = 0x2545F4914F6CDD1Dull;
 static float frand(void) { // uniform in [-1, 1)
@@ -25,27 +28,32 @@ static float frand(void) { // uniform in [-1, 1)
 }
 
 typedef struct pool {
-    int64_t D, bt, C, nblk;
-    size_t  bstride;
-    float  *mem, *kbase, *vbase;
-    int32_t table[64];
+    int64_t  D, bt, C, nblk;
+    size_t   bstride;
+    float   *mem;
+    uint16_t *mem16;       // the same values as IEEE halves
+    int32_t  table[64];
+    spry_eng_kv kv, kv16; // head 1 of the f32 and f16 pools
 } pool;
 
-// A pool of nblk blocks, each (2, bt, C) like the engine's one layer, random keys and values; the
-// sequence's block table visits them in a shuffled order; head 1 of C / D heads is used.
+// A pool of nblk blocks, each (2, bt, C) like the engine's one layer, random keys and values that
+// f16 holds exactly (so the f32 and f16 caches hold the same numbers); the sequence's block table
+// visits them in a shuffled order; head 1 of C / D heads is used.
 static void pool_make(pool *P, int64_t D, int64_t bt, int64_t nblk) {
     P->D = D, P->bt = bt, P->C = 3 * D, P->nblk = nblk, P->bstride = (size_t)(2 * bt * P->C);
-    P->mem = malloc(sizeof(float) * P->bstride * (size_t)nblk);
-    for (size_t i = 0; i < P->bstride * (size_t)nblk; i++) P->mem[i] = frand();
+    size_t n = P->bstride * (size_t)nblk;
+    P->mem = xmalloc(sizeof(float) * n), P->mem16 = xmalloc(sizeof(uint16_t) * n);
+    for (size_t i = 0; i < n; i++) P->mem16[i] = spry_f32_to_f16(frand()), P->mem[i] = spry_f16_to_f32(P->mem16[i]);
     for (int64_t j = 0; j < nblk; j++) P->table[j] = (int32_t)((j * 7 + 3) % nblk);
-    P->kbase = P->mem + D * bt;           // head 1's keys: (D, bt) d-major
-    P->vbase = P->mem + bt * P->C + D;    // head 1's values: rows of C
+    // head 1's keys: (D, bt) d-major; its values: rows of C
+    P->kv   = (spry_eng_kv){P->table, P->mem + D * bt, P->mem + bt * P->C + D, P->bstride, bt, P->C, false};
+    P->kv16 = (spry_eng_kv){P->table, P->mem16 + D * bt, P->mem16 + bt * P->C + D, P->bstride, bt, P->C, true};
 }
 
 static void reference(const pool *P, const float *q, int64_t nk, float scale, float slope, double *out) {
     double *s = malloc(sizeof(double) * (size_t)nk), mx = -INFINITY, sum = 0;
     for (int64_t j = 0; j < nk; j++) {
-        const float *Kt = P->kbase + (size_t)P->table[j / P->bt] * P->bstride;
+        const float *Kt = (const float *)P->kv.kbase + (size_t)P->table[j / P->bt] * P->bstride;
         double       d0 = 0;
         for (int64_t d = 0; d < P->D; d++) d0 += (double)q[d] * Kt[d * P->bt + j % P->bt];
         s[j] = d0 * scale + (double)slope * (double)(j - (nk - 1));
@@ -53,7 +61,7 @@ static void reference(const pool *P, const float *q, int64_t nk, float scale, fl
     }
     for (int64_t d = 0; d < P->D; d++) out[d] = 0;
     for (int64_t j = 0; j < nk; j++) {
-        const float *V = P->vbase + (size_t)P->table[j / P->bt] * P->bstride + (j % P->bt) * P->C;
+        const float *V = (const float *)P->kv.vbase + (size_t)P->table[j / P->bt] * P->bstride + (j % P->bt) * P->C;
         double       w = exp(s[j] - mx);
         sum += w;
         for (int64_t d = 0; d < P->D; d++) out[d] += w * V[d];
@@ -67,35 +75,39 @@ static void check_config(int64_t D, int64_t bt, float slope) {
     const int64_t nblk = 12, nmax = nblk * bt;
     pool_make(&P, D, bt, nblk);
     const float scale = 1.0f / sqrtf((float)D);
-    float *q = malloc(sizeof(float) * (size_t)(D * 8)), *alone = malloc(sizeof(float) * (size_t)(D * 8));
-    float *grouped = malloc(sizeof(float) * (size_t)(D * 8));
-    double *ref = malloc(sizeof(double) * (size_t)D);
+    float *q = xmalloc(sizeof(float) * (size_t)(D * 8)), *alone = xmalloc(sizeof(float) * (size_t)(D * 8));
+    float *grouped = xmalloc(sizeof(float) * (size_t)(D * 8)), *half = xmalloc(sizeof(float) * (size_t)(D * 8));
+    double *ref = xmalloc(sizeof(double) * (size_t)D);
     // key counts per case: consecutive (prefill), arbitrary, equal, far apart, single keys
     const int64_t cases[][4] = {{1, 2, 3, 4},     {15, 16, 17, 18}, {40, 41, 42, 43},  {nmax - 3, nmax - 2, nmax - 1, nmax},
                                 {5, 77, 16, 33},  {50, 50, 50, 50}, {1, nmax, 2, 100}, {31, 32, 33, 1}};
-    int far = 0, differ = 0;
+    int far = 0, differ = 0, differ16 = 0;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
         for (int G = 1; G <= SPRY_ENG_ATTEND_GROUP; G++) {
             const float *qs[SPRY_ENG_ATTEND_GROUP];
-            float       *os[SPRY_ENG_ATTEND_GROUP];
+            float       *os[SPRY_ENG_ATTEND_GROUP], *hs[SPRY_ENG_ATTEND_GROUP];
             int64_t      nk[SPRY_ENG_ATTEND_GROUP];
             for (int g = 0; g < G; g++) {
                 for (int64_t d = 0; d < D; d++) q[g * D + d] = 2.0f * frand();
-                qs[g] = q + g * D, os[g] = grouped + g * D, nk[g] = cases[c][g];
-                spry_eng_attend(qs[g], P.table, P.kbase, P.vbase, P.bstride, bt, P.C, nk[g], D, scale, slope,
-                                alone + g * D);
+                qs[g] = q + g * D, os[g] = grouped + g * D, hs[g] = half + g * D, nk[g] = cases[c][g];
+                spry_eng_attend(qs[g], &P.kv, nk[g], D, scale, slope, alone + g * D);
                 reference(&P, qs[g], nk[g], scale, slope, ref);
                 for (int64_t d = 0; d < D; d++)
                     far += !(fabs(alone[g * D + d] - ref[d]) <= 1e-5 * (1 + fabs(ref[d])));
             }
-            spry_eng_attend_group(G, qs, nk, os, P.table, P.kbase, P.vbase, P.bstride, bt, P.C, D, scale, slope);
+            spry_eng_attend_group(G, qs, nk, os, &P.kv, D, scale, slope);
             differ += memcmp(grouped, alone, sizeof(float) * (size_t)(G * D)) != 0;
+            // the f16 cache widens exactly: the same numbers give the same bits, grouped or not
+            spry_eng_attend_group(G, qs, nk, hs, &P.kv16, D, scale, slope);
+            differ16 += memcmp(half, alone, sizeof(float) * (size_t)(G * D)) != 0;
         }
     CHECK_MSG(far == 0, "D=%lld bt=%lld slope=%g: %d outputs beyond 1e-5 of the double reference", (long long)D,
               (long long)bt, (double)slope, far);
     CHECK_MSG(differ == 0, "D=%lld bt=%lld slope=%g: %d groups differ from their queries alone", (long long)D,
               (long long)bt, (double)slope, differ);
-    free(P.mem), free(q), free(alone), free(grouped), free(ref);
+    CHECK_MSG(differ16 == 0, "D=%lld bt=%lld slope=%g: %d groups over the f16 cache differ from the f32 cache",
+              (long long)D, (long long)bt, (double)slope, differ16);
+    free(P.mem), free(P.mem16), free(q), free(alone), free(grouped), free(half), free(ref);
 }
 
 int main(void) {

@@ -5,7 +5,8 @@
  * With the golden files of scripts/ref/gen_models.py (tiny GPT-2 with 3 heads of width 10 and
  * BLOOM with 6 heads of width 6, float64 PyTorch; fixture "ref"; exit 77 without them):
  *   - logits of every position through the engine's paged forward (spry_engine_score, block size
- *     3 so sequences span several blocks, chunks of 4 positions): NMSE <= 1e-10 against PyTorch;
+ *     3 so sequences span several blocks, chunks of 4 positions): NMSE <= 1e-10 against PyTorch
+ *     with an f32 KV cache, <= 1e-8 with an f16 one;
  *   - 20 greedy tokens after a 4-token prompt equal PyTorch's greedy continuation (recomputed
  *     without a cache in float64), and spry_generate_cached's (the single-sequence KV path).
  * On random models of the same shapes:
@@ -19,8 +20,9 @@
  *   - errors: prompt + max_tokens above n_ctx (OpenAI's wording), empty prompt, unknown token,
  *     bad engine parameters -- each SPRY_ERR_ARG with a message, nothing queued.
  * Weight formats (a GPT-2 of width 64 with init std 0.2, so logits are far from uniform):
- *   - bf16, f16, Q8_0, Q4_0: logits over 40 positions within a mean KL(f32 || format) of
- *     KL_MAX[fmt] of the f32 engine's, and 8 concurrent requests == the same requests run alone.
+ *   - bf16, f16, Q8_0, Q4_0 (with their default f16 KV cache), and f32 with an f16 cache: logits
+ *     over 40 positions within a mean KL(f32 || format) of KL_MAX[fmt] of the f32 engine's, and 8
+ *     concurrent requests == the same requests run alone.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -32,7 +34,8 @@
 #include "spry/kv_cache.h"
 #include "spry/safetensors.h"
 
-#define LOGITS_NMSE 1e-10
+#define LOGITS_NMSE        1e-10
+#define LOGITS_NMSE_F16_KV 1e-8 // keys and values rounded to 11 significant bits
 #define MAXTOK      64
 
 typedef struct result {
@@ -79,24 +82,30 @@ static void test_reference(const char *dir, const char *arch) {
     CHECK(tk && lg && gr);
     spry_engine_params p = spry_engine_params_default();
     p.block_tokens = 3, p.max_seqs = 3, p.max_batch_tokens = 8, p.n_threads = 2;
-    spry_engine *e;
-    CHECK(spry_engine_init(m, &p, &e) == SPRY_OK);
     int64_t V = m->cfg.vocab_size, B = tk->shape[0], T1 = tk->shape[1], T = T1 - 1;
     float  *ours = malloc(sizeof(float) * (size_t)(T * V));
-    double  worst = 0;
-    for (int64_t b = 0; b < B; b++) {
-        int32_t ids[64];
-        for (int64_t t = 0; t < T; t++) ids[t] = ((const int32_t *)tk->data)[b * T1 + t];
-        CHECK(spry_engine_score(e, ids, T, ours) == SPRY_OK);
-        const float *theirs = (const float *)lg->data + b * T * V;
-        double       num = 0, den = 0;
-        for (int64_t i = 0; i < T * V; i++) {
-            num += ((double)ours[i] - theirs[i]) * ((double)ours[i] - theirs[i]);
-            den += (double)theirs[i] * theirs[i];
+    double  worst = 0, worst16 = 0;
+    spry_engine *e;
+    for (int kv = 1; kv >= 0; kv--) { // the f16 cache, then the f32 one (kept for the tokens below)
+        p.kv_type = kv ? SPRY_KV_F16 : SPRY_KV_F32;
+        CHECK(spry_engine_init(m, &p, &e) == SPRY_OK);
+        double *w = kv ? &worst16 : &worst;
+        for (int64_t b = 0; b < B; b++) {
+            int32_t ids[64];
+            for (int64_t t = 0; t < T; t++) ids[t] = ((const int32_t *)tk->data)[b * T1 + t];
+            CHECK(spry_engine_score(e, ids, T, ours) == SPRY_OK);
+            const float *theirs = (const float *)lg->data + b * T * V;
+            double       num = 0, den = 0;
+            for (int64_t i = 0; i < T * V; i++) {
+                num += ((double)ours[i] - theirs[i]) * ((double)ours[i] - theirs[i]);
+                den += (double)theirs[i] * theirs[i];
+            }
+            *w = fmax(*w, num / den);
         }
-        worst = fmax(worst, num / den);
+        if (kv) spry_engine_free(e);
     }
     CHECK_MSG(worst <= LOGITS_NMSE, "%s: engine logits NMSE %.3g", arch, worst);
+    CHECK_MSG(worst16 <= LOGITS_NMSE_F16_KV, "%s: engine logits NMSE %.3g with an f16 cache", arch, worst16);
     // greedy continuation: PyTorch, the engine, the single-sequence cache
     const int32_t *g = gr->data;
     int64_t        ng = gr->shape[0], np = 4;
@@ -118,8 +127,8 @@ static void test_reference(const char *dir, const char *arch) {
     int64_t nout;
     CHECK(spry_generate_cached(m, ctx, kv, g, np, ng - np, -1, &q.sample, out, &nout) == SPRY_OK);
     CHECK_MSG(nout == ng && !memcmp(out, g, sizeof(int32_t) * (size_t)ng), "%s: KV-cache greedy differs", arch);
-    printf("%s: engine logits NMSE %.2e vs PyTorch; %lld greedy tokens equal PyTorch's\n", arch, worst,
-           (long long)(ng - np));
+    printf("%s: engine logits NMSE %.2e vs PyTorch (%.2e with an f16 cache); %lld greedy tokens equal PyTorch's\n",
+           arch, worst, worst16, (long long)(ng - np));
     spry_kv_cache_free(kv);
     spry_ctx_free(ctx);
     free(ours);
@@ -315,9 +324,10 @@ static double mean_kl(const float *p_logits, const float *q_logits, int64_t n, i
 }
 
 static void test_formats(void) {
-    // f32 bf16 f16 q8_0 q4_0: measured 0, 2.8e-5, 4.6e-7, 5.9e-4, 8.0e-2 (Q4_0 steps are 16x coarser
-    // than Q8_0, so ~250x the KL); the bounds leave 2-4x room
-    static const double KL_MAX[SPRY_WFMT_COUNT] = {0, 1e-4, 2e-6, 2e-3, 0.2};
+    // f32 bf16 f16 q8_0 q4_0 (every format but f32 with an f16 KV cache, AUTO), then f32 weights
+    // with an f16 cache: measured 0, 5.0e-5, 5.9e-7, 5.9e-4, 8.0e-2, 1.8e-7 (Q4_0 steps are 16x
+    // coarser than Q8_0, so ~250x the KL); the bounds leave 2.5-5x room
+    static const double KL_MAX[SPRY_WFMT_COUNT + 1] = {0, 2e-4, 2e-6, 2e-3, 0.2, 1e-6};
     spry_model_config   c = spry_model_config_gpt2(97, 64, 64, 2, 4);
     c.init_std            = 0.2f;
     spry_model *m;
@@ -328,14 +338,17 @@ static void test_formats(void) {
     float *ref = malloc(sizeof(float) * 40 * 97), *got = malloc(sizeof(float) * 40 * 97);
     spry_engine_params p = spry_engine_params_default();
     p.n_ctx = 64, p.block_tokens = 8, p.n_threads = 2, p.max_batch_tokens = 16;
-    for (int f = 0; f < SPRY_WFMT_COUNT; f++) {
-        p.weight_format = (spry_wfmt)f;
+    for (int f = 0; f <= SPRY_WFMT_COUNT; f++) {
+        const bool  f16_kv = f == SPRY_WFMT_COUNT;
+        const char *name   = f16_kv ? "f32 (f16 cache)" : spry_wfmt_name(f);
+        p.weight_format    = f16_kv ? SPRY_WFMT_F32 : (spry_wfmt)f;
+        p.kv_type          = f16_kv ? SPRY_KV_F16 : SPRY_KV_AUTO;
         spry_engine *e;
-        CHECK_MSG(spry_engine_init(m, &p, &e) == SPRY_OK, "%s: %s", spry_wfmt_name(f), spry_last_error());
+        CHECK_MSG(spry_engine_init(m, &p, &e) == SPRY_OK, "%s: %s", name, spry_last_error());
         CHECK(spry_engine_score(e, ids, 40, f ? got : ref) == SPRY_OK);
         spry_engine_free(e);
         double kl = f ? mean_kl(ref, got, 40, 97) : 0;
-        CHECK_MSG(kl <= KL_MAX[f], "%s: mean KL %.3g > %.3g", spry_wfmt_name(f), kl, KL_MAX[f]);
+        CHECK_MSG(kl <= KL_MAX[f], "%s: mean KL %.3g > %.3g", name, kl, KL_MAX[f]);
         // batch invariance in this format
         result alone[NREQ], res[NREQ];
         memset(alone, 0, sizeof alone);
@@ -357,10 +370,14 @@ static void test_formats(void) {
         int same = 1;
         for (int i = 0; i < NREQ; i++)
             same = same && res[i].n == alone[i].n && !memcmp(res[i].tok, alone[i].tok, sizeof(int32_t) * (size_t)res[i].n);
-        CHECK_MSG(same, "%s: concurrent requests differ from sequential ones", spry_wfmt_name(f));
-        printf("%s weights: mean KL vs f32 %.2e (bound %.0e); %d concurrent == sequential\n", spry_wfmt_name(f), kl,
-               KL_MAX[f], NREQ);
+        CHECK_MSG(same, "%s: concurrent requests differ from sequential ones", name);
+        printf("%s weights: mean KL vs f32 %.2e (bound %.0e); %d concurrent == sequential\n", name, kl, KL_MAX[f],
+               NREQ);
     }
+    p.kv_type = (spry_kv_type)7;
+    spry_engine *eb;
+    CHECK(spry_engine_init(m, &p, &eb) == SPRY_ERR_ARG && eb == NULL && strstr(spry_last_error(), "kv_type 7"));
+    p.kv_type = SPRY_KV_AUTO;
     // widths that are not multiples of 32 cannot be Q8_0
     spry_model_config c2 = spry_model_config_gpt2(97, 48, 30, 1, 3);
     spry_model       *m2;

@@ -57,6 +57,8 @@ uint16_t spry_f32_to_f16(float f);
 // Bulk conversions (vectorized where the CPU allows).
 void spry_convert_f32_to_bf16(const float *x, uint16_t *y, int64_t n);
 void spry_convert_bf16_to_f32(const uint16_t *x, float *y, int64_t n);
+// y (n) = f16(x): spry_f32_to_f16's bits for every non-NaN value (NaN stays NaN).
+void spry_convert_f32_to_f16(const float *x, uint16_t *y, int64_t n);
 // y = f32(f16(x)): rounds to the nearest half (overflow to inf), kept in f32.
 void spry_round_f16(const float *x, float *y, int64_t n);
 

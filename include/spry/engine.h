@@ -32,6 +32,14 @@
 
 typedef struct spry_engine spry_engine;
 
+// How the KV cache stores keys and values.
+typedef enum spry_kv_type {
+    SPRY_KV_AUTO = 0, // f32 for f32 weights, else f16 (llama.cpp's default cache type)
+    SPRY_KV_F32,
+    SPRY_KV_F16,      // IEEE half: half the cache memory and the attention's reads; values past
+                      // +-65504 become infinite
+} spry_kv_type;
+
 typedef struct spry_engine_params {
     int64_t n_ctx;            // tokens per sequence, prompt + generated (0: n_positions, or 2048 for BLOOM)
     int64_t block_tokens;     // tokens per KV block (16)
@@ -41,6 +49,7 @@ typedef struct spry_engine_params {
     bool    prefix_cache;     // reuse computed full blocks of identical prompt prefixes (true)
     int     n_threads;        // 0: all cores
     spry_wfmt weight_format;  // matrices (and the LM head) as f32, bf16, f16, q8_0 or q4_0 (f32)
+    spry_kv_type kv_type;     // the KV cache's element type (AUTO)
     // Optional matrices read in place (NULL: none): mapped_rows[4 l + 0..3] the QKV, attention
     // output, MLP up and MLP down rows of layer l, mapped_rows[4 L] the LM head, each (N, K) rows
     // in weight_format's row layout (quant.h; GGUF's for Q8_0/Q4_0), e.g. pointers into an mmapped

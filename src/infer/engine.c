@@ -34,6 +34,7 @@
 
 #include "infer/engine_kernels.h"
 #include "spry/cpu.h"
+#include "spry/dtype.h"
 
 enum { SEQ_WAITING = 0, SEQ_RUNNING };
 
@@ -86,7 +87,8 @@ struct spry_engine {
     spry_engine_params p;
     int64_t            L, C, H, D, V, I, max_blocks;
     // the pool
-    float   *pool;
+    void    *pool;
+    bool     kv_f16;              // f16 elements (else f32)
     int32_t *ref;                 // (n_blocks)
     uint64_t *key;                // (n_blocks) 0 = no key
     int32_t *free_stack;          // blocks with nothing useful
@@ -125,9 +127,13 @@ spry_engine_params spry_engine_params_default(void) {
 
 /* ---- the block pool ------------------------------------------------------------------------ */
 
-// The keys (which = 0) or values (1) of layer l in pool block b: bt * C floats.
-static float *kv_half(const spry_engine *e, int32_t b, int64_t l, int which) {
-    return e->pool + (((size_t)b * (size_t)e->L + (size_t)l) * 2 + (size_t)which) * (size_t)(e->p.block_tokens * e->C);
+// Bytes per element of the KV cache.
+static size_t kv_es(const spry_engine *e) { return e->kv_f16 ? 2 : 4; }
+
+// The keys (which = 0) or values (1) of layer l in pool block b: bt * C elements.
+static char *kv_half(const spry_engine *e, int32_t b, int64_t l, int which) {
+    size_t i = ((size_t)b * (size_t)e->L + (size_t)l) * 2 + (size_t)which;
+    return (char *)e->pool + i * (size_t)(e->p.block_tokens * e->C) * kv_es(e);
 }
 
 static void lru_remove(spry_engine *e, int32_t b) {
@@ -470,6 +476,9 @@ spry_status spry_engine_init(spry_model *m, const spry_engine_params *pp, spry_e
     if (p.block_tokens == 0) p.block_tokens = 16;
     if (p.max_seqs == 0) p.max_seqs = 32;
     if (p.max_batch_tokens == 0) p.max_batch_tokens = 512;
+    if ((int)p.kv_type < SPRY_KV_AUTO || p.kv_type > SPRY_KV_F16)
+        return spry_errorf(SPRY_ERR_ARG, "engine: kv_type %d is not a cache type (auto, f32 or f16)", (int)p.kv_type);
+    if (p.kv_type == SPRY_KV_AUTO) p.kv_type = p.weight_format == SPRY_WFMT_F32 ? SPRY_KV_F32 : SPRY_KV_F16;
     if (p.n_ctx < 1 || (c->arch == SPRY_ARCH_GPT2 && p.n_ctx > c->n_positions))
         return spry_errorf(SPRY_ERR_ARG, "engine: n_ctx %lld must be in [1, %lld] for this model", (long long)p.n_ctx,
                            (long long)(c->arch == SPRY_ARCH_GPT2 ? c->n_positions : INT32_MAX));
@@ -487,14 +496,14 @@ spry_status spry_engine_init(spry_model *m, const spry_engine_params *pp, spry_e
                            "of %lld tokens)", (long long)p.n_blocks, (long long)max_blocks, (long long)p.block_tokens);
     spry_engine *e = calloc(1, sizeof *e);
     if (!e) return spry_errorf(SPRY_ERR_NOMEM, "engine: out of memory");
-    e->m = m, e->p = p, e->max_blocks = max_blocks;
+    e->m = m, e->p = p, e->max_blocks = max_blocks, e->kv_f16 = p.kv_type == SPRY_KV_F16;
     e->L = c->n_layer, e->C = c->n_embd, e->H = c->n_head, e->D = c->n_embd / c->n_head, e->V = c->vocab_size;
     e->I = m->blocks[0].fc_w->shape[0];
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->work, NULL);
     size_t nb = (size_t)p.n_blocks, T = (size_t)p.max_batch_tokens, C = (size_t)e->C;
     for (e->n_bucket = 1; e->n_bucket < 2 * p.n_blocks; e->n_bucket *= 2) {}
-    e->pool       = alloc_huge(sizeof(float) * nb * (size_t)(e->L * 2 * p.block_tokens) * C);
+    e->pool       = alloc_huge(kv_es(e) * nb * (size_t)(e->L * 2 * p.block_tokens) * C);
     e->ref        = calloc(nb, sizeof(int32_t));
     e->key        = calloc(nb, sizeof(uint64_t));
     e->free_stack = malloc(sizeof(int32_t) * nb);
@@ -525,7 +534,7 @@ spry_status spry_engine_init(spry_model *m, const spry_engine_params *pp, spry_e
         spry_engine_free(e);
         return spry_errorf(SPRY_ERR_NOMEM, "engine: out of memory for %lld KV blocks of %lld tokens (%.1f MiB)",
                            (long long)p.n_blocks, (long long)p.block_tokens,
-                           (double)(nb * (size_t)(e->L * 2 * p.block_tokens) * C * 4) / (1 << 20));
+                           (double)(nb * (size_t)(e->L * 2 * p.block_tokens) * C * kv_es(e)) / (1 << 20));
     }
     spry_status wst = convert_weights(e);
     if (wst) {
@@ -550,10 +559,17 @@ spry_status spry_engine_init(spry_model *m, const spry_engine_params *pp, spry_e
 // row's position p, read through the block table; one pass with a running maximum (online
 // softmax), each row's bits independent of the group (spry_eng_attend_group).
 static void attend(const spry_engine *e, int64_t l, int64_t h, int64_t r0, int G) {
-    int64_t      D = e->D, bt = e->p.block_tokens, C = e->C, H = e->H;
-    bool         bloom = e->m->cfg.arch == SPRY_ARCH_BLOOM;
-    const float *kbase = kv_half(e, 0, l, 0) + h * D * bt, *vbase = kv_half(e, 0, l, 1) + h * bt * D;
-    size_t       bstride = (size_t)e->L * 2 * (size_t)(bt * C); // from one pool block to the next
+    int64_t           D = e->D, bt = e->p.block_tokens, C = e->C, H = e->H;
+    bool              bloom = e->m->cfg.arch == SPRY_ARCH_BLOOM;
+    const spry_eng_kv kv    = {
+           .table   = e->items[e->tok_item[r0]].s->table,
+           .kbase   = kv_half(e, 0, l, 0) + (size_t)(h * D * bt) * kv_es(e),
+           .vbase   = kv_half(e, 0, l, 1) + (size_t)(h * bt * D) * kv_es(e),
+           .bstride = (size_t)e->L * 2 * (size_t)(bt * C), // elements from one pool block to the next
+           .bt      = bt,
+           .vstride = D,
+           .half    = e->kv_f16,
+    };
     const float *q[SPRY_ENG_ATTEND_GROUP];
     int64_t      nk[SPRY_ENG_ATTEND_GROUP];
     float       *out[SPRY_ENG_ATTEND_GROUP];
@@ -562,8 +578,31 @@ static void attend(const spry_engine *e, int64_t l, int64_t h, int64_t r0, int G
         nk[g]  = e->tok_pos[r0 + g] + 1;
         out[g] = e->att + (r0 + g) * C + h * D;
     }
-    spry_eng_attend_group(G, q, nk, out, e->items[e->tok_item[r0]].s->table, kbase, vbase, bstride, bt, D, D,
-                          1.0f / sqrtf((float)D), bloom ? spry_alibi_slope(h, H) : 0.0f);
+    spry_eng_attend_group(G, q, nk, out, &kv, D, 1.0f / sqrtf((float)D), bloom ? spry_alibi_slope(h, H) : 0.0f);
+}
+
+// The key and value of batch row r, head h, layer l (from e->qkv) into the row's slot of its block.
+static void store_kv(const spry_engine *e, int64_t l, int64_t r, int64_t h) {
+    const int64_t D = e->D, C = e->C, bt = e->p.block_tokens, p = e->tok_pos[r], t = p % bt;
+    const bool    bloom = e->m->cfg.arch == SPRY_ARCH_BLOOM;
+    const int32_t blk   = e->items[e->tok_item[r]].s->table[p / bt];
+    const float  *k = e->qkv + r * 3 * C + (bloom ? h * 3 * D + D : C + h * D);
+    const float  *v = e->qkv + r * 3 * C + (bloom ? h * 3 * D + 2 * D : 2 * C + h * D);
+    const size_t  ko = (size_t)(h * D * bt + t), vo = (size_t)((h * bt + t) * D); // in elements
+    if (e->kv_f16) {
+        uint16_t *kd = (uint16_t *)kv_half(e, blk, l, 0) + ko, *vd = (uint16_t *)kv_half(e, blk, l, 1) + vo;
+        uint16_t  kh[256];
+        for (int64_t d0 = 0; d0 < D; d0 += 256) { // keys d-major
+            int64_t nd = D - d0 < 256 ? D - d0 : 256;
+            spry_convert_f32_to_f16(k + d0, kh, nd);
+            for (int64_t d = 0; d < nd; d++) kd[(d0 + d) * bt] = kh[d];
+        }
+        spry_convert_f32_to_f16(v, vd, D); // values (bt, D)
+    } else {
+        float *kd = (float *)kv_half(e, blk, l, 0) + ko, *vd = (float *)kv_half(e, blk, l, 1) + vo;
+        for (int64_t d = 0; d < D; d++) kd[d * bt] = k[d];
+        memcpy(vd, v, sizeof(float) * (size_t)D);
+    }
 }
 
 // x (n) += y (n), in parallel for large n (elementwise: the same result on any split).
@@ -578,7 +617,7 @@ static void add_rows(float *x, const float *y, int64_t n) {
 static spry_status forward(spry_engine *e, int64_t n) {
     const spry_model        *m = e->m;
     const spry_model_config *c = &m->cfg;
-    int64_t C = e->C, H = e->H, D = e->D, I = e->I, bt = e->p.block_tokens;
+    int64_t C = e->C, H = e->H, I = e->I;
     bool    bloom = c->arch == SPRY_ARCH_BLOOM;
     float   eps   = c->layer_norm_eps;
     const float *wte = m->wte->data;
@@ -606,26 +645,18 @@ static spry_status forward(spry_engine *e, int64_t n) {
         for (int64_t r = 0; r < n; r++)
             spry_eng_layernorm(e->x + r * C, b->ln1_w->data, b->ln1_b->data, e->h + r * C, C, eps);
         SPRY_TRY(linear(e, l * 4 + 0, e->h, n, C, b->qkv_b->data, 3 * C, e->qkv));
-        // keys and values of the new rows into their blocks (each row its own slot)
-#pragma omp parallel for schedule(static) if (n >= 8)
-        for (int64_t r = 0; r < n; r++) {
-            seq       *s   = e->items[e->tok_item[r]].s;
-            int64_t    p   = e->tok_pos[r];
-            int32_t    blk = s->table[p / bt];
-            float     *kd = kv_half(e, blk, l, 0), *vd = kv_half(e, blk, l, 1);
-            const float *q3 = e->qkv + r * 3 * C;
-            for (int64_t hh = 0; hh < H; hh++) {
-                int64_t ko = bloom ? hh * 3 * D + D : C + hh * D, vo = bloom ? hh * 3 * D + 2 * D : 2 * C + hh * D;
-                for (int64_t d = 0; d < D; d++) kd[(hh * D + d) * bt + p % bt] = q3[ko + d]; // keys d-major
-                memcpy(vd + (hh * bt + p % bt) * D, q3 + vo, sizeof(float) * (size_t)D);     // values (bt, D)
-            }
-        }
+        // keys and values of the new rows into their blocks (each row and head its own slots), then
         // attention: groups of consecutive rows of one sequence, per head (head-major: a head's keys
-        // and values stay in cache)
-#pragma omp parallel for schedule(dynamic, 1)
-        for (int64_t gh = 0; gh < ng * H; gh++) {
-            int64_t k = gh % ng;
-            attend(e, l, gh / ng, e->grp[k], (int)(e->grp[k + 1] - e->grp[k]));
+        // and values stay in cache); one team for both
+#pragma omp parallel
+        {
+#pragma omp for schedule(static)
+            for (int64_t rh = 0; rh < n * H; rh++) store_kv(e, l, rh / H, rh % H);
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t gh = 0; gh < ng * H; gh++) {
+                int64_t k = gh % ng;
+                attend(e, l, gh / ng, e->grp[k], (int)(e->grp[k + 1] - e->grp[k]));
+            }
         }
         SPRY_TRY(linear(e, l * 4 + 1, e->att, n, C, b->proj_b->data, C, e->h));
         add_rows(e->x, e->h, n * C);

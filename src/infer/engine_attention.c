@@ -20,29 +20,42 @@
 #include "infer/engine_kernels.h"
 #include "ops/fastmath.h"
 #include "spry/cpu.h"
+#include "spry/dtype.h"
 
-#define AVX512 __attribute__((target("avx512f")))
+#define AVX512 __attribute__((target("avx512f,avx512bw")))
 #define INLINE __attribute__((always_inline)) static inline
 
-// Where a query's keys and values are.
+// Where a query's keys and values are, and how it scores them.
 typedef struct att_src {
-    const int32_t *table;
-    const float   *kbase, *vbase;
-    size_t         bstride;
-    int64_t        bt, vstride, D;
-    float          scale, slope;
+    spry_eng_kv kv;
+    int64_t     D;
+    float       scale, slope;
 } att_src;
+
+// Element i of a cache half (f16 or f32) as a float.
+static inline float kv_at(const void *base, size_t i, bool half) {
+    return half ? spry_f16_to_f32(((const uint16_t *)base)[i]) : ((const float *)base)[i];
+}
+
+// The cache half of pool block b (keys: which = 0).
+static inline const void *kv_block(const spry_eng_kv *kv, int32_t b, int which) {
+    size_t off = (size_t)b * kv->bstride * (kv->half ? 2 : 4);
+    return (const char *)(which ? kv->vbase : kv->kbase) + off;
+}
 
 /* ---- scalar -------------------------------------------------------------------------------- */
 
 // One chunk of n keys (Kt: d-major with stride bt; V rows vstride apart) folded into the state
 // (mx, sum, out) of query q; rel0 = position of the chunk's first key minus the query's.
-static void chunk_scalar(const att_src *A, const float *q, const float *Kt, const float *V, int64_t n, int64_t rel0,
-                         float *out, float *mx, float *sum) {
+// Kt and V point at the block's first key and value; the chunk starts at key t0 of the block.
+static void chunk_scalar(const att_src *A, const float *q, const void *Kt, const void *V, int64_t t0, int64_t n,
+                         int64_t rel0, float *out, float *mx, float *sum) {
+    const int64_t bt = A->kv.bt, vs = A->kv.vstride;
+    const bool    hf = A->kv.half;
     float s[16], cm = -INFINITY;
     for (int64_t t = 0; t < n; t++) {
         float acc[4] = {0, 0, 0, 0};
-        for (int64_t d = 0; d < A->D; d++) acc[d % 4] += q[d] * Kt[d * A->bt + t];
+        for (int64_t d = 0; d < A->D; d++) acc[d % 4] += q[d] * kv_at(Kt, (size_t)(d * bt + t0 + t), hf);
         s[t] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) * A->scale + A->slope * (float)(rel0 + t);
         cm   = s[t] > cm ? s[t] : cm;
     }
@@ -54,7 +67,7 @@ static void chunk_scalar(const att_src *A, const float *q, const float *Kt, cons
         int64_t nd = A->D - d0 < 256 ? A->D - d0 : 256;
         for (int64_t d = 0; d < nd; d++) tmp[d] = 0;
         for (int64_t t = 0; t < n; t++)
-            for (int64_t d = 0; d < nd; d++) tmp[d] += s[t] * V[t * A->vstride + d0 + d];
+            for (int64_t d = 0; d < nd; d++) tmp[d] += s[t] * kv_at(V, (size_t)((t0 + t) * vs + d0 + d), hf);
         for (int64_t d = 0; d < nd; d++) out[d0 + d] = fmaf(out[d0 + d], f, tmp[d]);
     }
     *sum = *sum * f + ws;
@@ -63,13 +76,12 @@ static void chunk_scalar(const att_src *A, const float *q, const float *Kt, cons
 static void attend_scalar(const att_src *A, const float *q, int64_t nk, float *out) {
     float mx = -INFINITY, sum = 0;
     for (int64_t d = 0; d < A->D; d++) out[d] = 0;
-    for (int64_t j0 = 0; j0 < nk; j0 += A->bt) {
-        const float *Kt = A->kbase + (size_t)A->table[j0 / A->bt] * A->bstride;
-        const float *V  = A->vbase + (size_t)A->table[j0 / A->bt] * A->bstride;
-        int64_t      nj = nk - j0 < A->bt ? nk - j0 : A->bt;
+    for (int64_t j0 = 0; j0 < nk; j0 += A->kv.bt) {
+        int32_t     b  = A->kv.table[j0 / A->kv.bt];
+        const void *Kt = kv_block(&A->kv, b, 0), *V = kv_block(&A->kv, b, 1);
+        int64_t     nj = nk - j0 < A->kv.bt ? nk - j0 : A->kv.bt;
         for (int64_t t = 0; t < nj; t += 16)
-            chunk_scalar(A, q, Kt + t, V + t * A->vstride, nj - t < 16 ? nj - t : 16, j0 + t - (nk - 1), out, &mx,
-                         &sum);
+            chunk_scalar(A, q, Kt, V, t, nj - t < 16 ? nj - t : 16, j0 + t - (nk - 1), out, &mx, &sum);
     }
     float inv = 1.0f / sum;
     for (int64_t d = 0; d < A->D; d++) out[d] *= inv;
@@ -80,14 +92,30 @@ static void attend_scalar(const att_src *A, const float *q, int64_t nk, float *o
 #define GMAX SPRY_ENG_ATTEND_GROUP
 #define PF_CHUNKS 2 // prefetch distance of one-row decode, in chunks
 
+// 16 cache elements from p + i (f16 widened, or f32), lanes outside m read as zero.
+AVX512 INLINE __m512 load16(const void *p, int64_t i, __mmask16 m, bool half) {
+    return half ? _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_maskz_loadu_epi16((__mmask32)m, (const uint16_t *)p + i)))
+                : _mm512_maskz_loadu_ps(m, (const float *)p + i);
+}
+
+// Asks for the keys and values of the 16 positions from x (D columns; es bytes an element).
+INLINE void prefetch_chunk(const spry_eng_kv *kv, int64_t x, int64_t D, size_t es) {
+    const int64_t bt = kv->bt;
+    const char   *K  = (const char *)kv_block(kv, kv->table[x / bt], 0) + (size_t)(x % bt) * es;
+    const char   *V  = (const char *)kv_block(kv, kv->table[x / bt], 1) + (size_t)((x % bt) * kv->vstride) * es;
+    for (int64_t d = 0; d < D; d++) _mm_prefetch(K + (size_t)(d * bt) * es, _MM_HINT_T0);
+    for (size_t i = 0; i < (size_t)(16 * kv->vstride) * es; i += 64) _mm_prefetch(V + i, _MM_HINT_T0);
+}
+
 // G queries q[g] of one sequence and head with nk[g] keys each (G, DC constants after inlining;
 // D <= 16 DC). Per query: the running maximum mx and sum, and the weighted values o, DC vectors
 // of 16 columns, all in registers. Each chunk loads a key vector once per pair of queries (with
 // the lanes of the query that sees the most keys; a query's other lanes are masked out of its
 // scores, so its weights are zero there and its sums take exactly the operations they take alone).
 AVX512 INLINE void group_avx512(const att_src *A, int G, const float *const *q, const int64_t *nk, float *const *out,
-                                int DC) {
-    const int64_t bt = A->bt, D = A->D;
+                                int DC, bool half) {
+    const int64_t bt = A->kv.bt, D = A->D, vs = A->kv.vstride;
+    const size_t  es = half ? 2 : 4; // bytes per element
     const __m512  lane = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     __mmask16     dm[8];
 #pragma GCC unroll 8
@@ -105,23 +133,17 @@ AVX512 INLINE void group_avx512(const att_src *A, int G, const float *const *q, 
         for (int i = 0; i < DC; i++) o[g][i] = _mm512_setzero_ps();
         nk_max = nk[g] > nk_max ? nk[g] : nk_max;
     }
+    if (G == 1) // the first chunks' misses overlap too (chunks are 16 keys unless cut by a block)
+        for (int64_t x = 0; x < PF_CHUNKS * 16 && x < nk_max; x += 16) prefetch_chunk(&A->kv, x, D, es);
     for (int64_t j0 = 0; j0 < nk_max; j0 += bt) {
-        const float *Kb = A->kbase + (size_t)A->table[j0 / bt] * A->bstride;
-        const float *Vb = A->vbase + (size_t)A->table[j0 / bt] * A->bstride;
+        const char *Kb = kv_block(&A->kv, A->kv.table[j0 / bt], 0);
+        const char *Vb = kv_block(&A->kv, A->kv.table[j0 / bt], 1);
         for (int64_t t0 = 0; t0 < bt && j0 + t0 < nk_max; t0 += 16) {
             const int64_t start = j0 + t0, cend = j0 + bt < start + 16 ? j0 + bt : start + 16;
-            const float  *Kt = Kb + t0, *V = Vb + t0 * A->vstride;
+            const char   *Kt = Kb + (size_t)t0 * es, *V = Vb + (size_t)(t0 * vs) * es;
             // one-row decode reads the keys and values from memory (the weights streamed since
             // evicted them): the chunk PF_CHUNKS ahead is requested while this one computes
-            if (G == 1) {
-                int64_t nx = start + PF_CHUNKS * 16; // chunks are 16 keys unless cut by a block
-                if (nx < nk_max) {
-                    const float *nK = A->kbase + (size_t)A->table[nx / bt] * A->bstride + nx % bt;
-                    const float *nV = A->vbase + (size_t)A->table[nx / bt] * A->bstride + (nx % bt) * A->vstride;
-                    for (int64_t d = 0; d < D; d++) _mm_prefetch((const char *)(nK + d * bt), _MM_HINT_T0);
-                    for (int64_t x = 0; x < 16 * A->vstride; x += 16) _mm_prefetch((const char *)(nV + x), _MM_HINT_T0);
-                }
-            }
+            if (G == 1 && start + PF_CHUNKS * 16 < nk_max) prefetch_chunk(&A->kv, start + PF_CHUNKS * 16, D, es);
             __mmask16     live[GMAX], any = 0;
             int64_t       n_max = 0;
 #pragma GCC unroll 4
@@ -146,7 +168,7 @@ AVX512 INLINE void group_avx512(const att_src *A, int G, const float *const *q, 
                 for (; d + 4 <= D; d += 4) {
                     __m512 k[4];
 #pragma GCC unroll 4
-                    for (int i = 0; i < 4; i++) k[i] = _mm512_maskz_loadu_ps(any, Kt + (d + i) * bt);
+                    for (int i = 0; i < 4; i++) k[i] = load16(Kt, (d + i) * bt, any, half);
 #pragma GCC unroll 2
                     for (int u = 0; u < np; u++)
 #pragma GCC unroll 4
@@ -154,7 +176,7 @@ AVX512 INLINE void group_avx512(const att_src *A, int G, const float *const *q, 
                             acc[u][i] = _mm512_fmadd_ps(_mm512_set1_ps(q[gp + u][d + i]), k[i], acc[u][i]);
                 }
                 for (; d < D; d++) {
-                    __m512 k = _mm512_maskz_loadu_ps(any, Kt + d * bt);
+                    __m512 k = load16(Kt, d * bt, any, half);
 #pragma GCC unroll 2
                     for (int u = 0; u < np; u++)
                         acc[u][d % 4] = _mm512_fmadd_ps(_mm512_set1_ps(q[gp + u][d]), k, acc[u][d % 4]);
@@ -186,22 +208,20 @@ AVX512 INLINE void group_avx512(const att_src *A, int G, const float *const *q, 
                 __m512 va[8], vb[8];
 #pragma GCC unroll 8
                 for (int i = 0; i < DC; i++) va[i] = vb[i] = _mm512_setzero_ps();
-                const float *vr = V;
-                int64_t      t  = 0;
-                for (; t + 2 <= n_max; t += 2, vr += 2 * A->vstride) { // w is 0 past the query's keys
+                int64_t t = 0;
+                for (; t + 2 <= n_max; t += 2) { // w is 0 past the query's keys
                     __m512 w0 = _mm512_permutexvar_ps(_mm512_set1_epi32((int)t), w);
                     __m512 w1 = _mm512_permutexvar_ps(_mm512_set1_epi32((int)t + 1), w);
 #pragma GCC unroll 8
                     for (int i = 0; i < DC; i++) {
-                        va[i] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(dm[i], vr + 16 * i), va[i]);
-                        vb[i] = _mm512_fmadd_ps(w1, _mm512_maskz_loadu_ps(dm[i], vr + A->vstride + 16 * i), vb[i]);
+                        va[i] = _mm512_fmadd_ps(w0, load16(V, t * vs + 16 * i, dm[i], half), va[i]);
+                        vb[i] = _mm512_fmadd_ps(w1, load16(V, (t + 1) * vs + 16 * i, dm[i], half), vb[i]);
                     }
                 }
                 if (t < n_max) {
                     __m512 w0 = _mm512_permutexvar_ps(_mm512_set1_epi32((int)t), w);
 #pragma GCC unroll 8
-                    for (int i = 0; i < DC; i++)
-                        va[i] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(dm[i], vr + 16 * i), va[i]);
+                    for (int i = 0; i < DC; i++) va[i] = _mm512_fmadd_ps(w0, load16(V, t * vs + 16 * i, dm[i], half), va[i]);
                 }
                 sum[g] = sum[g] * _mm512_cvtss_f32(f) + _mm512_reduce_add_ps(w);
 #pragma GCC unroll 8
@@ -218,41 +238,50 @@ AVX512 INLINE void group_avx512(const att_src *A, int G, const float *const *q, 
 }
 
 // The kernels compiled: groups of 1, 2 or 4 queries with 32 or 64 columns (D <= 64; a group of 3
-// runs as 2 + 1), and one query at a time with 128 columns (64 < D <= 128). Columns past D are
-// masked to zero and change no output bit. False for D > 128.
-AVX512 static bool group_dispatch(const att_src *A, int G, const float *const *q, const int64_t *nk,
-                                  float *const *out) {
+// runs as 2 + 1), and one query at a time with 128 columns (64 < D <= 128), each for f32 and f16
+// caches. Columns past D are masked to zero and change no output bit. False for D > 128.
+AVX512 INLINE void group_dispatch_h(const att_src *A, int G, const float *const *q, const int64_t *nk, float *const *out,
+                                    bool half) {
     const int64_t D = A->D;
-    if (D > 128) return false;
     if (D > 64) {
-        for (int g = 0; g < G; g++) group_avx512(A, 1, q + g, nk + g, out + g, 8);
-        return true;
+        for (int g = 0; g < G; g++) group_avx512(A, 1, q + g, nk + g, out + g, 8, half);
+        return;
     }
     for (int g0 = 0; g0 < G;) {
         int n = G - g0 >= 4 ? 4 : G - g0 >= 2 ? 2 : 1;
         if (D <= 32) {
-            if (n == 4) group_avx512(A, 4, q + g0, nk + g0, out + g0, 2);
-            else if (n == 2) group_avx512(A, 2, q + g0, nk + g0, out + g0, 2);
-            else group_avx512(A, 1, q + g0, nk + g0, out + g0, 2);
+            if (n == 4) group_avx512(A, 4, q + g0, nk + g0, out + g0, 2, half);
+            else if (n == 2) group_avx512(A, 2, q + g0, nk + g0, out + g0, 2, half);
+            else group_avx512(A, 1, q + g0, nk + g0, out + g0, 2, half);
         } else {
-            if (n == 4) group_avx512(A, 4, q + g0, nk + g0, out + g0, 4);
-            else if (n == 2) group_avx512(A, 2, q + g0, nk + g0, out + g0, 4);
-            else group_avx512(A, 1, q + g0, nk + g0, out + g0, 4);
+            if (n == 4) group_avx512(A, 4, q + g0, nk + g0, out + g0, 4, half);
+            else if (n == 2) group_avx512(A, 2, q + g0, nk + g0, out + g0, 4, half);
+            else group_avx512(A, 1, q + g0, nk + g0, out + g0, 4, half);
         }
         g0 += n;
     }
-    return true;
 }
 
-void spry_eng_attend_group(int G, const float *const *q, const int64_t *nk, float *const *out, const int32_t *table,
-                           const float *kbase, const float *vbase, size_t bstride, int64_t bt, int64_t vstride,
+AVX512 static void group_f32(const att_src *A, int G, const float *const *q, const int64_t *nk, float *const *out) {
+    group_dispatch_h(A, G, q, nk, out, false);
+}
+
+AVX512 static void group_f16(const att_src *A, int G, const float *const *q, const int64_t *nk, float *const *out) {
+    group_dispatch_h(A, G, q, nk, out, true);
+}
+
+void spry_eng_attend_group(int G, const float *const *q, const int64_t *nk, float *const *out, const spry_eng_kv *kv,
                            int64_t D, float scale, float slope) {
-    const att_src A = {table, kbase, vbase, bstride, bt, vstride, D, scale, slope};
-    if (G >= 1 && G <= GMAX && spry_cpu_detect().avx512f && group_dispatch(&A, G, q, nk, out)) return;
+    const att_src     A = {*kv, D, scale, slope};
+    spry_cpu_features f = spry_cpu_detect();
+    if (G >= 1 && G <= GMAX && D <= 128 && f.avx512f && f.avx512bw) {
+        (kv->half ? group_f16 : group_f32)(&A, G, q, nk, out);
+        return;
+    }
     for (int g = 0; g < G; g++) attend_scalar(&A, q[g], nk[g], out[g]);
 }
 
-void spry_eng_attend(const float *q, const int32_t *table, const float *kbase, const float *vbase, size_t bstride,
-                     int64_t bt, int64_t vstride, int64_t nk, int64_t D, float scale, float slope, float *out) {
-    spry_eng_attend_group(1, &q, &nk, &out, table, kbase, vbase, bstride, bt, vstride, D, scale, slope);
+void spry_eng_attend(const float *q, const spry_eng_kv *kv, int64_t nk, int64_t D, float scale, float slope,
+                     float *out) {
+    spry_eng_attend_group(1, &q, &nk, &out, kv, D, scale, slope);
 }

@@ -36,23 +36,31 @@ bool spry_eng_linear_packed_bf16(const float *X, int64_t M, int64_t K, const uin
 void spry_eng_pack_f16(const uint16_t *W, int64_t N, int64_t K, uint16_t *Wh);
 bool spry_eng_linear_packed_f16(const float *X, int64_t M, int64_t K, const uint16_t *Wh, const float *bias,
                                 int64_t N, float *Y);
+// One head's keys and values of one sequence in the paged KV cache: block j of the sequence
+// (positions j bt .. j bt + bt - 1) is pool block table[j], whose keys start bstride elements per
+// pool block after kbase, stored d-major (key t's element d at [d * bt + t]), and whose values start
+// as far after vbase, row-major (value t's element d at [t * vstride + d]). Elements are IEEE f16
+// when half, else f32.
+typedef struct spry_eng_kv {
+    const int32_t *table;
+    const void    *kbase, *vbase;
+    size_t         bstride;
+    int64_t        bt, vstride;
+    bool           half;
+} spry_eng_kv;
 // Single-pass attention (engine_attention.c) of one query q (D) over its nk keys, positions
-// 0 .. nk - 1, in KV blocks of bt positions: block j of the sequence is pool block table[j], whose
-// keys start at kbase + table[j] * bstride, stored d-major (key t's element d at [d * bt + t]), and
-// whose values start at vbase + table[j] * bstride, row-major (value t's element d at
-// [t * vstride + d]). Scores q.k * scale + slope * (position - (nk - 1)) (ALiBi; slope 0 for none),
-// an online softmax over chunks of at most 16 keys cut at block boundaries, out (D) = the weighted
-// values. The arithmetic depends on the query's own keys only (batch invariance). AVX-512 with the
-// sums in registers when present and D <= 128, else scalar.
-void spry_eng_attend(const float *q, const int32_t *table, const float *kbase, const float *vbase, size_t bstride,
-                     int64_t bt, int64_t vstride, int64_t nk, int64_t D, float scale, float slope, float *out);
+// 0 .. nk - 1, of kv. Scores q.k * scale + slope * (position - (nk - 1)) (ALiBi; slope 0 for
+// none), an online softmax over chunks of at most 16 keys cut at block boundaries, out (D) = the
+// weighted values, f16 elements widened exactly. The arithmetic depends on the query's own keys
+// only (batch invariance). AVX-512 (F, BW) with the sums in registers when present and D <= 128,
+// else scalar.
+void spry_eng_attend(const float *q, const spry_eng_kv *kv, int64_t nk, int64_t D, float scale, float slope, float *out);
 // The most queries spry_eng_attend_group takes at once.
 #define SPRY_ENG_ATTEND_GROUP 4
 // spry_eng_attend for G (1 .. SPRY_ENG_ATTEND_GROUP) queries q[g] with nk[g] keys each, of the same
-// sequence (table) and head, into out[g]: each out[g] has the same bits as spry_eng_attend gives
-// for that query alone; the group loads each key vector once per pair of queries.
-void spry_eng_attend_group(int G, const float *const *q, const int64_t *nk, float *const *out, const int32_t *table,
-                           const float *kbase, const float *vbase, size_t bstride, int64_t bt, int64_t vstride,
+// sequence and head (kv), into out[g]: each out[g] has the same bits as spry_eng_attend gives for
+// that query alone; the group loads each key vector once per pair of queries.
+void spry_eng_attend_group(int G, const float *const *q, const int64_t *nk, float *const *out, const spry_eng_kv *kv,
                            int64_t D, float scale, float slope);
 // x (n) = gelu_tanh(x), in place.
 void spry_eng_gelu(float *x, int64_t n);

@@ -40,6 +40,7 @@ static void serve_usage(FILE *f) {
             "  --ctx N                context per sequence, 0 = the model's (0)\n"
             "  --kv-blocks N          KV blocks in the pool, 0 = max-seqs full contexts (0)\n"
             "  --block-tokens N       tokens per KV block (16)\n"
+            "  --kv-type T            KV cache elements: auto, f32 or f16 (auto: f32 for f32 weights, else f16)\n"
             "  --max-batch-tokens N   tokens per engine step: decode + prompt chunks (512)\n"
             "  --no-prefix-cache      do not reuse KV blocks of identical prompt prefixes\n"
             "  --max-queue N          requests waiting beyond max-seqs before 503 (128)\n"
@@ -86,6 +87,7 @@ static char *read_file(const char *path) {
 int spry_cmd_serve(int argc, char **argv) {
     const char *model = NULL, *tok_spec = NULL, *host = "127.0.0.1", *alias = NULL, *api_key = NULL;
     int         dtype = -1; // spry_wfmt, -1: the GGUF's own type or f32
+    int         kv_type = SPRY_KV_AUTO;
     const char *tmpl_path = NULL;
     long long   port = 8080, threads = 0, max_seqs = 32, ctx = 0, kv_blocks = 0, block_tokens = 16;
     long long   max_batch = 512, max_queue = 128, max_body = 1 << 20, max_conn = 512, timeout = 60;
@@ -138,6 +140,13 @@ int spry_cmd_serve(int argc, char **argv) {
                 return 2;
             }
         }
+        else if (!strcmp(a, "--kv-type")) {
+            kv_type = !strcmp(v, "auto") ? SPRY_KV_AUTO : !strcmp(v, "f32") ? SPRY_KV_F32 : !strcmp(v, "f16") ? SPRY_KV_F16 : -1;
+            if (kv_type < 0) {
+                fprintf(stderr, "spry serve: --kv-type must be auto, f32 or f16, got '%s'\n", v);
+                return 2;
+            }
+        }
         else if (!strcmp(a, "--host")) host = v;
         else if (!strcmp(a, "--alias")) alias = v;
         else if (!strcmp(a, "--api-key")) api_key = v;
@@ -149,7 +158,7 @@ int spry_cmd_serve(int argc, char **argv) {
         }
     }
 #ifndef SPRY_HAVE_MHD
-    (void)model, (void)tok_spec, (void)host, (void)alias, (void)api_key, (void)tmpl_path, (void)prefix_cache, (void)dtype;
+    (void)model, (void)tok_spec, (void)host, (void)alias, (void)api_key, (void)tmpl_path, (void)prefix_cache, (void)dtype, (void)kv_type;
     fprintf(stderr, "spry serve: built without libmicrohttpd. HINT: apt-get install libmicrohttpd-dev "
                     "(scripts/setup.sh) and rebuild\n");
     return 1;
@@ -244,14 +253,17 @@ int spry_cmd_serve(int argc, char **argv) {
         ep.n_ctx = ctx, ep.n_blocks = kv_blocks, ep.block_tokens = block_tokens;
         ep.max_seqs = (int)max_seqs, ep.max_batch_tokens = max_batch, ep.prefix_cache = prefix_cache;
         ep.n_threads = (int)threads, ep.weight_format = dtype < 0 ? SPRY_WFMT_F32 : (spry_wfmt)dtype;
+        ep.kv_type = (spry_kv_type)kv_type;
         if (spry_server_attach(srv, m, tok, &ep)) {
             fprintf(stderr, "spry serve: %s\n", spry_last_error());
             rc = 1;
         }
     }
     if (!rc) {
-        printf("spry serve: model '%s' ready (context %lld tokens, %lld sequences at once, %s weights)\n", id,
-               (long long)spry_server_n_ctx(srv), max_seqs, spry_wfmt_name(dtype < 0 ? SPRY_WFMT_F32 : (spry_wfmt)dtype));
+        spry_wfmt wf  = dtype < 0 ? SPRY_WFMT_F32 : (spry_wfmt)dtype;
+        bool      f16 = kv_type == SPRY_KV_F16 || (kv_type == SPRY_KV_AUTO && wf != SPRY_WFMT_F32);
+        printf("spry serve: model '%s' ready (context %lld tokens, %lld sequences at once, %s weights, %s KV cache)\n",
+               id, (long long)spry_server_n_ctx(srv), max_seqs, spry_wfmt_name(wf), f16 ? "f16" : "f32");
         fflush(stdout);
         int sig = 0;
         sigwait(&sigs, &sig);
