@@ -14,6 +14,7 @@
  *     and row by row or in chunks of 5 (the engine's batch invariance rests on this).
  * (d) Against spry_gemv (the decode kernel) on the same rows: the same values to f32 rounding.
  * (e) Bad arguments give SPRY_ERR_ARG and leave Y untouched.
+ * (f) spry_qgemm_ex's epilogue sees every element of Y exactly once, after its final value.
  */
 #include <math.h>
 #include <stdint.h>
@@ -119,6 +120,29 @@ static int count_far(const float *y, const double *yref, const double *mag, int6
     return far;
 }
 
+// An epilogue that counts how often it sees each element (seen, M x N) and squares the element:
+// every element exactly once, and afterwards y_ex = y^2.
+typedef struct epi_log {
+    int    *seen;
+    int64_t M, N;
+    int     bad; // blocks outside Y or with the wrong row stride
+} epi_log;
+
+static void epi_square(void *user, float *y, int64_t ldy, int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
+    epi_log *L = user;
+    if (ldy != L->N || r0 < 0 || nr < 1 || r0 + nr > L->M || c0 < 0 || nc < 1 || c0 + nc > L->N) {
+#pragma omp atomic
+        L->bad++;
+        return;
+    }
+    for (int64_t r = r0; r < r0 + nr; r++)
+        for (int64_t c = c0; c < c0 + nc; c++) {
+            y[r * ldy + c] *= y[r * ldy + c];
+#pragma omp atomic
+            L->seen[r * L->N + c]++;
+        }
+}
+
 static void check_case(spry_wfmt fmt, int64_t M, int64_t K, int64_t N, bool with_bias) {
     const char *fn = spry_wfmt_name(fmt);
     float *wf = xmalloc(sizeof(float) * N * K), *x = xmalloc(sizeof(float) * M * K);
@@ -133,8 +157,8 @@ static void check_case(spry_wfmt fmt, int64_t M, int64_t K, int64_t N, bool with
     double *yref = xmalloc(sizeof(double) * M * N), *mag = xmalloc(sizeof(double) * M * N);
     reference(fmt, rows, x, b, M, K, N, yref, mag);
 
-    float *y[6];
-    for (int i = 0; i < 6; i++)
+    float *y[7];
+    for (int i = 0; i < 7; i++)
         y[i] = xmalloc(sizeof(float) * M * N);
     void *scratch = xmalloc((size_t)spry_qgemm_scratch_size(M, K));
     // 0: best kernel, 2 threads, all rows; 1: one thread; 2: row by row; 3: chunks of 5
@@ -151,6 +175,16 @@ static void check_case(spry_wfmt fmt, int64_t M, int64_t K, int64_t N, bool with
     CHECK(spry_qgemm(y[4], x, pk, fmt, b, M, K, N, NULL, 2) == SPRY_OK);
     CHECK(spry_quant_set_isa(SPRY_QUANT_ISA_AUTO));
     CHECK(spry_gemv(y[5], x, rows, fmt, b, M, K, N, 2) == SPRY_OK);
+    // 6: with an epilogue, which must see every element once, after its final value
+    epi_log lg = {xmalloc(sizeof(int) * (size_t)(M * N)), M, N, 0};
+    memset(lg.seen, 0, sizeof(int) * (size_t)(M * N));
+    CHECK(spry_qgemm_ex(y[6], x, pk, fmt, b, M, K, N, NULL, 2, epi_square, &lg) == SPRY_OK);
+    int once = lg.bad == 0, squared = 1;
+    for (int64_t i = 0; i < M * N; i++)
+        once = once && lg.seen[i] == 1, squared = squared && y[6][i] == y[0][i] * y[0][i];
+    CHECK_MSG(once && squared, "%s M=%lld K=%lld N=%lld: the epilogue saw an element %s", fn, (long long)M,
+              (long long)K, (long long)N, once ? "before its final value" : "not exactly once");
+    free(lg.seen);
     const size_t bytes = sizeof(float) * (size_t)(M * N);
     CHECK_MSG(memcmp(y[0], y[1], bytes) == 0, "%s M=%lld K=%lld N=%lld: 1 and 2 threads differ", fn,
               (long long)M, (long long)K, (long long)N);
@@ -165,7 +199,7 @@ static void check_case(spry_wfmt fmt, int64_t M, int64_t K, int64_t N, bool with
     CHECK_MSG(far_q == 0, "%s M=%lld K=%lld N=%lld: %d of %lld outputs beyond the tolerance", fn,
               (long long)M, (long long)K, (long long)N, far_q, (long long)(M * N));
     CHECK_MSG(far_g == 0, "%s: gemv beyond the tolerance on %d outputs", fn, far_g);
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < 7; i++)
         free(y[i]);
     free(scratch), free(wf), free(x), free(bias), free(rows), free(pk), free(yref), free(mag);
 }

@@ -160,6 +160,17 @@ int64_t spry_qgemm_scratch_size(int64_t M, int64_t K);
 spry_status spry_qgemm(float *y, const float *x, const void *packed, spry_wfmt fmt, const float *bias,
                        int64_t M, int64_t K, int64_t N, void *scratch, int n_threads);
 
+// An epilogue: called on each finished block of Y -- rows [r0, r0 + nr), columns [c0, c0 + nc)
+// of Y (ldy floats a row) -- by the thread that computed it, while the block is in its cache,
+// e.g. to apply an activation or add a residual in the same pass. Blocks never overlap; each
+// element is in exactly one block, whatever M, N or the thread count.
+typedef void (*spry_tile_fn)(void *user, float *y, int64_t ldy, int64_t r0, int64_t nr, int64_t c0, int64_t nc);
+
+// spry_qgemm, then epi(user, ...) on every finished block of Y (epi NULL: none).
+spry_status spry_qgemm_ex(float *y, const float *x, const void *packed, spry_wfmt fmt, const float *bias,
+                          int64_t M, int64_t K, int64_t N, void *scratch, int n_threads, spry_tile_fn epi,
+                          void *user);
+
 // Instruction sets of the quant kernels (quantizers and GEMV), best last.
 typedef enum spry_quant_isa {
     SPRY_QUANT_ISA_AUTO = 0, // the best the CPU has (the default)

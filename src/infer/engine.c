@@ -454,15 +454,35 @@ static spry_status convert_weights(spry_engine *e) {
     return SPRY_OK;
 }
 
-// Y (M, N) = X (M, K) @ W^T + bias for weight matrix i, in the engine's format. Fails only when
-// spry_gemv cannot allocate its activation scratch (SPRY_ERR_NOMEM); spry_qgemm uses e->xb.
+// What a linear layer does to its output block by block, in the same pass (spry_tile_fn).
+typedef struct epilogue {
+    enum { EPI_NONE, EPI_GELU, EPI_RESIDUAL } op;
+    float *res; // EPI_RESIDUAL: res (M, N) += the block
+} epilogue;
+
+static void epilogue_apply(void *user, float *y, int64_t ldy, int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
+    const epilogue *ep = user;
+    if (ep->op == EPI_GELU) spry_eng_gelu_block(y + r0 * ldy + c0, ldy, nr, nc);
+    else spry_eng_add_block(ep->res + r0 * ldy + c0, y + r0 * ldy + c0, ldy, nr, nc);
+}
+
+// Y (M, N) = X (M, K) @ W^T + bias for weight matrix i, in the engine's format, then the epilogue
+// (ep->op EPI_NONE: none) on each block of Y as the kernel finishes it. Fails only when spry_gemv
+// cannot allocate its activation scratch (SPRY_ERR_NOMEM); spry_qgemm uses e->xb.
 static spry_status linear(const spry_engine *e, int64_t i, const float *X, int64_t M, int64_t K, const float *bias,
-                          int64_t N, float *Y) {
-    if (e->p.weight_format == SPRY_WFMT_F32) spry_eng_linear_packed(X, M, K, e->mats[i].w, bias, N, Y);
-    else if (e->packed_bf16) spry_eng_linear_packed_bf16(X, M, K, e->mats[i].w, bias, N, Y, e->xb);
-    else if (e->packed_f16) spry_eng_linear_packed_f16(X, M, K, e->mats[i].w, bias, N, Y);
-    else if (e->packed_q) return spry_qgemm(Y, X, e->mats[i].w, e->p.weight_format, bias, M, K, N, e->xb, e->p.n_threads);
-    else return spry_gemv(Y, X, e->mats[i].w, e->p.weight_format, bias, M, K, N, e->p.n_threads);
+                          int64_t N, float *Y, epilogue ep) {
+    spry_tile_fn epi = ep.op == EPI_NONE ? NULL : epilogue_apply;
+    if (e->p.weight_format == SPRY_WFMT_F32) spry_eng_linear_packed(X, M, K, e->mats[i].w, bias, N, Y, epi, &ep);
+    else if (e->packed_bf16) spry_eng_linear_packed_bf16(X, M, K, e->mats[i].w, bias, N, Y, e->xb, epi, &ep);
+    else if (e->packed_f16) spry_eng_linear_packed_f16(X, M, K, e->mats[i].w, bias, N, Y, epi, &ep);
+    else if (e->packed_q)
+        return spry_qgemm_ex(Y, X, e->mats[i].w, e->p.weight_format, bias, M, K, N, e->xb, e->p.n_threads, epi, &ep);
+    else {
+        SPRY_TRY(spry_gemv(Y, X, e->mats[i].w, e->p.weight_format, bias, M, K, N, e->p.n_threads));
+        if (epi)
+#pragma omp parallel for schedule(static) if (M >= 8)
+            for (int64_t r = 0; r < M; r++) epi(&ep, Y, N, r, 1, 0, N);
+    }
     return SPRY_OK;
 }
 
@@ -605,11 +625,6 @@ static void store_kv(const spry_engine *e, int64_t l, int64_t r, int64_t h) {
     }
 }
 
-// x (n) += y (n), in parallel for large n (elementwise: the same result on any split).
-static void add_rows(float *x, const float *y, int64_t n) {
-#pragma omp parallel for schedule(static) if (n >= 65536)
-    for (int64_t i = 0; i < n; i++) x[i] += y[i];
-}
 
 // Runs the model over the rows of the batch (e->tok_id / tok_pos / tok_item, n rows), storing
 // keys and values in the sequences' blocks, and writes the logits of each item that asks for them
@@ -644,7 +659,7 @@ static spry_status forward(spry_engine *e, int64_t n) {
 #pragma omp parallel for schedule(static) if (n >= 8)
         for (int64_t r = 0; r < n; r++)
             spry_eng_layernorm(e->x + r * C, b->ln1_w->data, b->ln1_b->data, e->h + r * C, C, eps);
-        SPRY_TRY(linear(e, l * 4 + 0, e->h, n, C, b->qkv_b->data, 3 * C, e->qkv));
+        SPRY_TRY(linear(e, l * 4 + 0, e->h, n, C, b->qkv_b->data, 3 * C, e->qkv, (epilogue){EPI_NONE, NULL}));
         // keys and values of the new rows into their blocks (each row and head its own slots), then
         // attention: groups of consecutive rows of one sequence, per head (head-major: a head's keys
         // and values stay in cache); one team for both
@@ -658,15 +673,13 @@ static spry_status forward(spry_engine *e, int64_t n) {
                 attend(e, l, gh / ng, e->grp[k], (int)(e->grp[k + 1] - e->grp[k]));
             }
         }
-        SPRY_TRY(linear(e, l * 4 + 1, e->att, n, C, b->proj_b->data, C, e->h));
-        add_rows(e->x, e->h, n * C);
+        // x += the attention's projection, fused
+        SPRY_TRY(linear(e, l * 4 + 1, e->att, n, C, b->proj_b->data, C, e->h, (epilogue){EPI_RESIDUAL, e->x}));
 #pragma omp parallel for schedule(static) if (n >= 8)
         for (int64_t r = 0; r < n; r++)
             spry_eng_layernorm(e->x + r * C, b->ln2_w->data, b->ln2_b->data, e->h + r * C, C, eps);
-        SPRY_TRY(linear(e, l * 4 + 2, e->h, n, C, b->fc_b->data, I, e->ff));
-        spry_eng_gelu(e->ff, n * I);
-        SPRY_TRY(linear(e, l * 4 + 3, e->ff, n, I, b->fc2_b->data, C, e->h));
-        add_rows(e->x, e->h, n * C);
+        SPRY_TRY(linear(e, l * 4 + 2, e->h, n, C, b->fc_b->data, I, e->ff, (epilogue){EPI_GELU, NULL}));
+        SPRY_TRY(linear(e, l * 4 + 3, e->ff, n, I, b->fc2_b->data, C, e->h, (epilogue){EPI_RESIDUAL, e->x}));
     }
     // final LayerNorm and the LM head on the rows that end an item asking for logits
     int64_t k = 0;
@@ -676,7 +689,7 @@ static spry_status forward(spry_engine *e, int64_t n) {
         spry_eng_layernorm(e->x + r * C, m->lnf_w->data, m->lnf_b->data, e->h + k * C, C, eps);
         k++;
     }
-    return k ? linear(e, e->L * 4, e->h, k, C, NULL, e->V, e->logits) : SPRY_OK;
+    return k ? linear(e, e->L * 4, e->h, k, C, NULL, e->V, e->logits, (epilogue){EPI_NONE, NULL}) : SPRY_OK;
 }
 
 /* ---- the step ------------------------------------------------------------------------------ */

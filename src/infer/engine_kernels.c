@@ -72,23 +72,34 @@ void spry_eng_layernorm(const float *x, const float *w, const float *b, float *y
 static inline float gelu1(float v) {
     return 0.5f * v * (1.0f + spry_tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
 }
-static void gelu_range(float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) x[i] = gelu1(x[i]);
+// The epilogue blocks (nr, nc), ldy floats a row; the loops are vectorized 16 wide by the
+// compiler in the AVX-512 copies.
+static void gelu_block_scalar(float *y, int64_t ldy, int64_t nr, int64_t nc) {
+    for (int64_t r = 0; r < nr; r++)
+        for (int64_t j = 0; j < nc; j++) y[r * ldy + j] = gelu1(y[r * ldy + j]);
 }
-// the same loop, vectorized 16 wide by the compiler (called inside the OpenMP loop: outlined
-// bodies do not inherit a target attribute)
-__attribute__((target("avx512f"))) static void gelu_range_avx512(float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) x[i] = gelu1(x[i]);
+__attribute__((target("avx512f"))) static void gelu_block_avx512(float *y, int64_t ldy, int64_t nr, int64_t nc) {
+    for (int64_t r = 0; r < nr; r++)
+        for (int64_t j = 0; j < nc; j++) y[r * ldy + j] = gelu1(y[r * ldy + j]);
+}
+static void add_block_scalar(float *restrict res, const float *restrict y, int64_t ldy, int64_t nr, int64_t nc) {
+    for (int64_t r = 0; r < nr; r++)
+        for (int64_t j = 0; j < nc; j++) res[r * ldy + j] += y[r * ldy + j];
+}
+__attribute__((target("avx512f"))) static void add_block_avx512(float *restrict res, const float *restrict y,
+                                                                int64_t ldy, int64_t nr, int64_t nc) {
+    for (int64_t r = 0; r < nr; r++)
+        for (int64_t j = 0; j < nc; j++) res[r * ldy + j] += y[r * ldy + j];
 }
 
-void spry_eng_gelu(float *x, int64_t n) {
-    bool simd = spry_cpu_detect().avx512f;
-#pragma omp parallel for schedule(static) if (n > 4096) // one chunk: no fork and join
-    for (int64_t i0 = 0; i0 < n; i0 += 4096) {
-        int64_t m = n - i0 < 4096 ? n - i0 : 4096;
-        if (simd) gelu_range_avx512(x + i0, m);
-        else gelu_range(x + i0, m);
-    }
+void spry_eng_gelu_block(float *y, int64_t ldy, int64_t nr, int64_t nc) {
+    if (spry_cpu_detect().avx512f) gelu_block_avx512(y, ldy, nr, nc);
+    else gelu_block_scalar(y, ldy, nr, nc);
+}
+
+void spry_eng_add_block(float *res, const float *y, int64_t ldy, int64_t nr, int64_t nc) {
+    if (spry_cpu_detect().avx512f) add_block_avx512(res, y, ldy, nr, nc);
+    else add_block_scalar(res, y, ldy, nr, nc);
 }
 
 #define AVX512 __attribute__((target("avx512f")))
@@ -173,13 +184,19 @@ static void panel_scalar(const float *X, int64_t M, int64_t K, const float *Wp, 
         }
 }
 
+// Panel p's columns of Y (all M rows) to the epilogue, if any.
+static inline void panel_epi(spry_tile_fn epi, void *user, float *Y, int64_t M, int64_t N, int64_t p) {
+    if (epi) epi(user, Y, N, 0, M, p * 32, N - p * 32 < 32 ? N - p * 32 : 32);
+}
+
 void spry_eng_linear_packed(const float *X, int64_t M, int64_t K, const float *Wp, const float *bias, int64_t N,
-                            float *Y) {
+                            float *Y, spry_tile_fn epi, void *user) {
     bool avx = spry_cpu_detect().avx512f;
 #pragma omp parallel for schedule(static)
     for (int64_t p = 0; p < (N + 31) / 32; p++) {
         if (avx) panel_avx512(X, M, K, Wp, bias, N, Y, p);
         else panel_scalar(X, M, K, Wp, bias, N, Y, p);
+        panel_epi(epi, user, Y, M, N, p);
     }
 }
 
@@ -267,12 +284,15 @@ AVX512BF16 static void panel_bf16(const uint16_t *xb, int64_t M, int64_t K, cons
 }
 
 bool spry_eng_linear_packed_bf16(const float *X, int64_t M, int64_t K, const uint16_t *Wb, const float *bias,
-                                 int64_t N, float *Y, uint16_t *xb) {
+                                 int64_t N, float *Y, uint16_t *xb, spry_tile_fn epi, void *user) {
     spry_cpu_features f = spry_cpu_detect();
     if (!f.avx512f || !f.avx512bw || !f.avx512bf16) return false;
     round_rows_bf16(X, M * K, xb);
 #pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < (N + 31) / 32; p++) panel_bf16(xb, M, K, Wb, bias, N, Y, p);
+    for (int64_t p = 0; p < (N + 31) / 32; p++) {
+        panel_bf16(xb, M, K, Wb, bias, N, Y, p);
+        panel_epi(epi, user, Y, M, N, p);
+    }
     return true;
 }
 
@@ -348,9 +368,12 @@ AVX512 static void panel_f16(const float *X, int64_t M, int64_t K, const uint16_
 }
 
 bool spry_eng_linear_packed_f16(const float *X, int64_t M, int64_t K, const uint16_t *Wh, const float *bias,
-                                int64_t N, float *Y) {
+                                int64_t N, float *Y, spry_tile_fn epi, void *user) {
     if (!spry_cpu_detect().avx512f) return false;
 #pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < (N + 31) / 32; p++) panel_f16(X, M, K, Wh, bias, N, Y, p);
+    for (int64_t p = 0; p < (N + 31) / 32; p++) {
+        panel_f16(X, M, K, Wh, bias, N, Y, p);
+        panel_epi(epi, user, Y, M, N, p);
+    }
     return true;
 }

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "spry/quant.h"
+
 // y (C) = LayerNorm(x (C)) * w + b (biased variance, eps inside the square root).
 void spry_eng_layernorm(const float *x, const float *w, const float *b, float *y, int64_t C, float eps);
 // The packed f32 layout: W (N, K) as panels of 32 output columns, each K-major:
@@ -20,8 +22,10 @@ int64_t spry_eng_packed_size(int64_t N, int64_t K);
 void    spry_eng_pack_f32(const float *W, int64_t N, int64_t K, float *Wp);
 // Y (M, N) = X (M, K) @ W^T + bias with W packed: outer-product tiles of 6 rows x 32 columns,
 // every Y element one FMA chain over k in order (so independent of M and the thread count).
+// Panels of 32 columns are split over the OpenMP threads; epi (NULL: none) gets each finished
+// panel, all M rows (spry_tile_fn, quant.h), from the thread that computed it.
 void spry_eng_linear_packed(const float *X, int64_t M, int64_t K, const float *Wp, const float *bias, int64_t N,
-                            float *Y);
+                            float *Y, spry_tile_fn epi, void *user);
 // The packed bf16 layout: panels of 32 columns, k in pairs: Wb[p][k/2][c][k%2] = bf16(W[32p+c][k])
 // (zero beyond N and K); spry_eng_packed_bf16_size(N, K) uint16 values. From bf16 rows W (N, K).
 int64_t spry_eng_packed_bf16_size(int64_t N, int64_t K);
@@ -29,13 +33,13 @@ void    spry_eng_pack_bf16(const uint16_t *W, int64_t N, int64_t K, uint16_t *Wb
 // As spry_eng_linear_packed for bf16 panels on CPUs with AVX512-BF16: X rounded to bf16 into xb
 // (M * K scratch), vdpbf16ps over k pairs, f32 sums. False (nothing done) without AVX512-BF16.
 bool spry_eng_linear_packed_bf16(const float *X, int64_t M, int64_t K, const uint16_t *Wb, const float *bias,
-                                 int64_t N, float *Y, uint16_t *xb);
+                                 int64_t N, float *Y, uint16_t *xb, spry_tile_fn epi, void *user);
 // The packed f16 layout: as the f32 one, with IEEE half values (from f16 rows W (N, K));
 // spry_eng_packed_size(N, K) uint16 values. The product widens them with vcvtph2ps (AVX-512) and
 // runs the f32 outer-product tiles; false (nothing done) without AVX-512.
 void spry_eng_pack_f16(const uint16_t *W, int64_t N, int64_t K, uint16_t *Wh);
 bool spry_eng_linear_packed_f16(const float *X, int64_t M, int64_t K, const uint16_t *Wh, const float *bias,
-                                int64_t N, float *Y);
+                                int64_t N, float *Y, spry_tile_fn epi, void *user);
 // One head's keys and values of one sequence in the paged KV cache: block j of the sequence
 // (positions j bt .. j bt + bt - 1) is pool block table[j], whose keys start bstride elements per
 // pool block after kbase, stored d-major (key t's element d at [d * bt + t]), and whose values start
@@ -62,7 +66,9 @@ void spry_eng_attend(const float *q, const spry_eng_kv *kv, int64_t nk, int64_t 
 // that query alone; the group loads each key vector once per pair of queries.
 void spry_eng_attend_group(int G, const float *const *q, const int64_t *nk, float *const *out, const spry_eng_kv *kv,
                            int64_t D, float scale, float slope);
-// x (n) = gelu_tanh(x), in place.
-void spry_eng_gelu(float *x, int64_t n);
+// The linear layers' epilogues, on the calling thread, for a block of nr rows x nc columns of
+// row stride ldy: y = gelu_tanh(y) in place, and res += y.
+void spry_eng_gelu_block(float *y, int64_t ldy, int64_t nr, int64_t nc);
+void spry_eng_add_block(float *res, const float *y, int64_t ldy, int64_t nr, int64_t nc);
 
 #endif

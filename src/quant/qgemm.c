@@ -292,6 +292,12 @@ static void act_prepare(qact *a, const float *x, int64_t M, int64_t K, bool q4, 
 
 spry_status spry_qgemm(float *y, const float *x, const void *packed, spry_wfmt fmt, const float *bias,
                        int64_t M, int64_t K, int64_t N, void *scratch, int n_threads) {
+    return spry_qgemm_ex(y, x, packed, fmt, bias, M, K, N, scratch, n_threads, NULL, NULL);
+}
+
+spry_status spry_qgemm_ex(float *y, const float *x, const void *packed, spry_wfmt fmt, const float *bias,
+                          int64_t M, int64_t K, int64_t N, void *scratch, int n_threads, spry_tile_fn epi,
+                          void *user) {
     if (spry_qpack_size(fmt, N, K) == 0 || M < 1 || !y || !x || !packed)
         return spry_errorf(SPRY_ERR_ARG,
                            "spry_qgemm: format %s, M=%lld K=%lld N=%lld: need Q8_0 or Q4_0, M, N >= "
@@ -323,11 +329,17 @@ spry_status spry_qgemm(float *y, const float *x, const void *packed, spry_wfmt f
     {
         int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
         for (int64_t g = G * t / T; g < G * (t + 1) / T; g++)
+        {
             for (int64_t m0 = 0; m0 < M; m0 += MR) {
                 int R = M - m0 < MR ? (int)(M - m0) : MR;
                 fn((const uint8_t *)packed + (size_t)g * gstride, bb, NR * bb, &a, m0, R, y + m0 * N,
                    N, g * NR * COLS, N, bias);
             }
+            if (epi) { // the tile's columns, every row (M x 32 floats, still in this core's cache)
+                int64_t c0 = g * NR * COLS;
+                epi(user, y, N, 0, M, c0, N - c0 < NR * COLS ? N - c0 : NR * COLS);
+            }
+        }
     }
     free(mem);
     return SPRY_OK;
