@@ -267,6 +267,18 @@ int64_t spry_qgemm_scratch_size(int64_t M, int64_t K) {
     return n * (int64_t)sizeof(spry_block_q8_0) + n * 8 + 128;
 }
 
+#if QGEMM_X86
+// Per block of b (nb): d = its scale widened (F16C, exact), corr = -off * (sum of its quants).
+__attribute__((target("avx512f,avx512bw,f16c"))) static void block_sums_avx512(const spry_block_q8_0 *b, int64_t nb, int off, float *d, int32_t *corr) {
+    for (int64_t i = 0; i < nb; i++) {
+        __m512i q = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)b[i].qs));
+        __m512i s = _mm512_madd_epi16(q, _mm512_set1_epi16(1)); // pairs summed to 16 int32
+        corr[i]   = -off * _mm512_reduce_add_epi32(s);
+        d[i]      = _cvtsh_ss(b[i].d);
+    }
+}
+#endif
+
 // Lays out the scratch and fills it from X, rows split over nt threads (each block is quantized
 // on its own, so the bytes do not depend on the split).
 static void act_prepare(qact *a, const float *x, int64_t M, int64_t K, bool q4, void *scratch, int nt) {
@@ -276,9 +288,18 @@ static void act_prepare(qact *a, const float *x, int64_t M, int64_t K, bool q4, 
     float *d = (float *)((p + (uintptr_t)n * sizeof(spry_block_q8_0) + 63) & ~(uintptr_t)63);
     int32_t *corr = (int32_t *)(d + n);
     const int off = q4 ? 8 : 128;
+#if QGEMM_X86
+    const bool avx = spry_quant_isa_used(SPRY_WFMT_Q8_0) == SPRY_QUANT_ISA_AVX512;
+#endif
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && M >= 8)
     for (int64_t m = 0; m < M; m++) {
         (void)spry_quantize_q8_0(x + m * K, blk + m * nb, K); // arguments checked by the caller
+#if QGEMM_X86
+        if (avx) {
+            block_sums_avx512(blk + m * nb, nb, off, d + m * nb, corr + m * nb);
+            continue;
+        }
+#endif
         for (int64_t i = m * nb; i < (m + 1) * nb; i++) {
             int s = 0;
             for (int j = 0; j < QK; j++)
@@ -325,20 +346,18 @@ spry_status spry_qgemm_ex(float *y, const float *x, const void *packed, spry_wfm
     act_prepare(&a, x, M, K, q4, scratch, nt);
     if (nt > G)
         nt = (int)G;
-#pragma omp parallel num_threads(nt)
-    {
-        int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
-        for (int64_t g = G * t / T; g < G * (t + 1) / T; g++)
-        {
-            for (int64_t m0 = 0; m0 < M; m0 += MR) {
-                int R = M - m0 < MR ? (int)(M - m0) : MR;
-                fn((const uint8_t *)packed + (size_t)g * gstride, bb, NR * bb, &a, m0, R, y + m0 * N,
-                   N, g * NR * COLS, N, bias);
-            }
-            if (epi) { // the tile's columns, every row (M x 32 floats, still in this core's cache)
-                int64_t c0 = g * NR * COLS;
-                epi(user, y, N, 0, M, c0, N - c0 < NR * COLS ? N - c0 : NR * COLS);
-            }
+    // guided: long runs of tiles first (each one contiguous stream), short ones at the end, so a
+    // core slowed by a neighbour's work does not keep the other waiting at the join
+#pragma omp parallel for schedule(guided) num_threads(nt)
+    for (int64_t g = 0; g < G; g++) {
+        for (int64_t m0 = 0; m0 < M; m0 += MR) {
+            int R = M - m0 < MR ? (int)(M - m0) : MR;
+            fn((const uint8_t *)packed + (size_t)g * gstride, bb, NR * bb, &a, m0, R, y + m0 * N, N,
+               g * NR * COLS, N, bias);
+        }
+        if (epi) { // the tile's columns, every row (M x 32 floats, still in this core's cache)
+            int64_t c0 = g * NR * COLS;
+            epi(user, y, N, 0, M, c0, N - c0 < NR * COLS ? N - c0 : NR * COLS);
         }
     }
     free(mem);

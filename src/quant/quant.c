@@ -204,7 +204,7 @@ __attribute__((target("avx512f"))) static inline __m512 round_away_avx512(__m512
     return _mm512_mask_sub_ps(t, dn, t, one);
 }
 
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f,f16c"))) static void
 quantize_q8_0_avx512(const float *x, spry_block_q8_0 *y, int64_t nb) {
     for (int64_t i = 0; i < nb; i++) {
         __m512 v0 = _mm512_loadu_ps(x + i * SPRY_QK8_0);
@@ -213,7 +213,7 @@ quantize_q8_0_avx512(const float *x, spry_block_q8_0 *y, int64_t nb) {
         float amax     = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
         const float d  = amax / 127;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[i].d         = spry_f32_to_f16(d);
+        y[i].d         = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT); // spry_f32_to_f16's bits
         __m512 p0      = _mm512_mul_ps(v0, _mm512_set1_ps(id));
         __m512 p1      = _mm512_mul_ps(v1, _mm512_set1_ps(id));
         FP_OPAQUE_VEC(p0);
