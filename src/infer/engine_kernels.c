@@ -192,7 +192,7 @@ static inline void panel_epi(spry_tile_fn epi, void *user, float *Y, int64_t M, 
 void spry_eng_linear_packed(const float *X, int64_t M, int64_t K, const float *Wp, const float *bias, int64_t N,
                             float *Y, spry_tile_fn epi, void *user) {
     bool avx = spry_cpu_detect().avx512f;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(guided) // as spry_qgemm: a slowed core does not hold the join
     for (int64_t p = 0; p < (N + 31) / 32; p++) {
         if (avx) panel_avx512(X, M, K, Wp, bias, N, Y, p);
         else panel_scalar(X, M, K, Wp, bias, N, Y, p);
@@ -288,7 +288,7 @@ bool spry_eng_linear_packed_bf16(const float *X, int64_t M, int64_t K, const uin
     spry_cpu_features f = spry_cpu_detect();
     if (!f.avx512f || !f.avx512bw || !f.avx512bf16) return false;
     round_rows_bf16(X, M * K, xb);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(guided) // as spry_qgemm: a slowed core does not hold the join
     for (int64_t p = 0; p < (N + 31) / 32; p++) {
         panel_bf16(xb, M, K, Wb, bias, N, Y, p);
         panel_epi(epi, user, Y, M, N, p);
@@ -370,7 +370,7 @@ AVX512 static void panel_f16(const float *X, int64_t M, int64_t K, const uint16_
 bool spry_eng_linear_packed_f16(const float *X, int64_t M, int64_t K, const uint16_t *Wh, const float *bias,
                                 int64_t N, float *Y, spry_tile_fn epi, void *user) {
     if (!spry_cpu_detect().avx512f) return false;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(guided) // as spry_qgemm: a slowed core does not hold the join
     for (int64_t p = 0; p < (N + 31) / 32; p++) {
         panel_f16(X, M, K, Wh, bias, N, Y, p);
         panel_epi(epi, user, Y, M, N, p);
