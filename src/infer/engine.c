@@ -663,14 +663,22 @@ static spry_status forward(spry_engine *e, int64_t n) {
         // keys and values of the new rows into their blocks (each row and head its own slots), then
         // attention: groups of consecutive rows of one sequence, per head (head-major: a head's keys
         // and values stay in cache); one team for both
+        if (ng == n) { // one row per sequence (decode): a row's head reads only what it just stored
+#pragma omp parallel for schedule(static)
+            for (int64_t rh = 0; rh < n * H; rh++) {
+                store_kv(e, l, rh / H, rh % H);
+                attend(e, l, rh % H, rh / H, 1);
+            }
+        } else {
 #pragma omp parallel
-        {
+            {
 #pragma omp for schedule(static)
-            for (int64_t rh = 0; rh < n * H; rh++) store_kv(e, l, rh / H, rh % H);
+                for (int64_t rh = 0; rh < n * H; rh++) store_kv(e, l, rh / H, rh % H);
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t gh = 0; gh < ng * H; gh++) {
-                int64_t k = gh % ng;
-                attend(e, l, gh / ng, e->grp[k], (int)(e->grp[k + 1] - e->grp[k]));
+                for (int64_t gh = 0; gh < ng * H; gh++) {
+                    int64_t k = gh % ng;
+                    attend(e, l, gh / ng, e->grp[k], (int)(e->grp[k + 1] - e->grp[k]));
+                }
             }
         }
         // x += the attention's projection, fused
