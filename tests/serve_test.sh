@@ -77,12 +77,13 @@ stop B INT
 "$SPRY" serve --help | grep -q -- "--max-seqs N .*(32)" && ok || bad "serve --help lists defaults"
 out=$("$SPRY" serve 2>&1); [ $? -eq 2 ] && grep -q -- "--model DIR is required" <<<"$out" && ok || bad "serve without --model: exit 2: $out"
 out=$("$SPRY" serve --model "$TMP/runA/step_30" --port x 2>&1); [ $? -eq 2 ] && grep -q "bad value for --port" <<<"$out" && ok || bad "bad --port: $out"
+out=$("$SPRY" serve --model "$TMP/runA/step_30" --kv-type f8 2>&1); [ $? -eq 2 ] && grep -q -- "--kv-type must be auto, f32 or f16, got 'f8'" <<<"$out" && ok || bad "bad --kv-type: exit 2: $out"
 out=$(timeout 20 "$SPRY" serve --model "$TMP/nomodel" --port 0 2>&1); [ $? -eq 1 ] && grep -q "nomodel/config.json" <<<"$out" && ok || bad "missing model dir: exit 1: $out"
 echo 'not json' > "$TMP/badtmpl.json"
 out=$(timeout 20 "$SPRY" serve --model "$TMP/runA/step_30" --port 0 --chat-template "$TMP/badtmpl.json" 2>&1); [ $? -eq 2 ] && grep -q "chat template" <<<"$out" && ok || bad "bad chat template: exit 2: $out"
-# a custom template, and a busy port
+# a custom template (on an f16 KV cache), and a busy port
 echo '{"message": "{role}: {content}\n", "generation": "assistant:", "stop": ["\nuser:"]}' > "$TMP/tmpl.json"
-start C --model "$TMP/runA/step_30" --threads 1 --chat-template "$TMP/tmpl.json"
+start C --model "$TMP/runA/step_30" --threads 1 --chat-template "$TMP/tmpl.json" --kv-type f16
 port_c=${URL_C##*:}
 out=$(timeout 20 "$SPRY" serve --model "$TMP/runA/step_30" --port "$port_c" 2>&1); [ $? -eq 1 ] && grep -q "cannot listen" <<<"$out" && ok || bad "busy port: exit 1: $out"
 out=$(curl -s --max-time 20 "$URL_C/v1/chat/completions" -d '{"messages": [{"role": "user", "content": "The river"}], "max_tokens": 4}')
