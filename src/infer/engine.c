@@ -578,18 +578,24 @@ spry_status spry_engine_init(spry_model *m, const spry_engine_params *pp, spry_e
 // att row (D) = softmax_j(q . k_j / sqrt(D) + slope (j - p)) v_j over positions j in [0, p] of the
 // row's position p, read through the block table; one pass with a running maximum (online
 // softmax), each row's bits independent of the group (spry_eng_attend_group).
-static void attend(const spry_engine *e, int64_t l, int64_t h, int64_t r0, int G) {
-    int64_t           D = e->D, bt = e->p.block_tokens, C = e->C, H = e->H;
-    bool              bloom = e->m->cfg.arch == SPRY_ARCH_BLOOM;
-    const spry_eng_kv kv    = {
-           .table   = e->items[e->tok_item[r0]].s->table,
-           .kbase   = kv_half(e, 0, l, 0) + (size_t)(h * D * bt) * kv_es(e),
-           .vbase   = kv_half(e, 0, l, 1) + (size_t)(h * bt * D) * kv_es(e),
-           .bstride = (size_t)e->L * 2 * (size_t)(bt * C), // elements from one pool block to the next
-           .bt      = bt,
-           .vstride = D,
-           .half    = e->kv_f16,
+// Where head h of layer l of batch row r's sequence has its keys and values.
+static spry_eng_kv head_kv(const spry_engine *e, int64_t l, int64_t h, int64_t r) {
+    int64_t D = e->D, bt = e->p.block_tokens;
+    return (spry_eng_kv){
+        .table   = e->items[e->tok_item[r]].s->table,
+        .kbase   = kv_half(e, 0, l, 0) + (size_t)(h * D * bt) * kv_es(e),
+        .vbase   = kv_half(e, 0, l, 1) + (size_t)(h * bt * D) * kv_es(e),
+        .bstride = (size_t)e->L * 2 * (size_t)(bt * e->C), // elements from one pool block to the next
+        .bt      = bt,
+        .vstride = D,
+        .half    = e->kv_f16,
     };
+}
+
+static void attend(const spry_engine *e, int64_t l, int64_t h, int64_t r0, int G) {
+    int64_t           D = e->D, C = e->C, H = e->H;
+    bool              bloom = e->m->cfg.arch == SPRY_ARCH_BLOOM;
+    const spry_eng_kv kv    = head_kv(e, l, h, r0);
     const float *q[SPRY_ENG_ATTEND_GROUP];
     int64_t      nk[SPRY_ENG_ATTEND_GROUP];
     float       *out[SPRY_ENG_ATTEND_GROUP];
@@ -664,10 +670,18 @@ static spry_status forward(spry_engine *e, int64_t n) {
         // attention: groups of consecutive rows of one sequence, per head (head-major: a head's keys
         // and values stay in cache); one team for both
         if (ng == n) { // one row per sequence (decode): a row's head reads only what it just stored
-#pragma omp parallel for schedule(static)
-            for (int64_t rh = 0; rh < n * H; rh++) {
-                store_kv(e, l, rh / H, rh % H);
-                attend(e, l, rh % H, rh / H, 1);
+#pragma omp parallel
+            {
+                int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
+                int64_t lo = n * H * t / T, hi = n * H * (t + 1) / T;
+                for (int64_t rh = lo; rh < hi; rh++) {
+                    if (rh + 1 < hi) { // the next head's first keys come in while this one computes
+                        spry_eng_kv nx = head_kv(e, l, (rh + 1) % H, (rh + 1) / H);
+                        spry_eng_attend_prefetch(&nx, e->tok_pos[(rh + 1) / H] + 1, e->D);
+                    }
+                    store_kv(e, l, rh / H, rh % H);
+                    attend(e, l, rh % H, rh / H, 1);
+                }
             }
         } else {
 #pragma omp parallel

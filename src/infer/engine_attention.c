@@ -281,6 +281,17 @@ void spry_eng_attend_group(int G, const float *const *q, const int64_t *nk, floa
     for (int g = 0; g < G; g++) attend_scalar(&A, q[g], nk[g], out[g]);
 }
 
+void spry_eng_attend_prefetch(const spry_eng_kv *kv, int64_t nk, int64_t D) {
+    const size_t es = kv->half ? 2 : 4;
+    for (int64_t x = 0; x < PF_CHUNKS * 16 && x < nk; x += 16) {
+        const int64_t bt = kv->bt;
+        const char   *K  = (const char *)kv_block(kv, kv->table[x / bt], 0) + (size_t)(x % bt) * es;
+        const char   *V  = (const char *)kv_block(kv, kv->table[x / bt], 1) + (size_t)((x % bt) * kv->vstride) * es;
+        for (int64_t d = 0; d < D; d++) __builtin_prefetch(K + (size_t)(d * bt) * es, 0, 3);
+        for (size_t i = 0; i < (size_t)(16 * kv->vstride) * es; i += 64) __builtin_prefetch(V + i, 0, 3);
+    }
+}
+
 void spry_eng_attend(const float *q, const spry_eng_kv *kv, int64_t nk, int64_t D, float scale, float slope,
                      float *out) {
     spry_eng_attend_group(1, &q, &nk, &out, kv, D, scale, slope);

@@ -59,6 +59,9 @@ typedef struct spry_eng_kv {
 // only (batch invariance). AVX-512 (F, BW) with the sums in registers when present and D <= 128,
 // else scalar.
 void spry_eng_attend(const float *q, const spry_eng_kv *kv, int64_t nk, int64_t D, float scale, float slope, float *out);
+// Asks for the keys and values that spry_eng_attend reads first for nk keys of kv (a hint: lets a
+// caller overlap them with other work).
+void spry_eng_attend_prefetch(const spry_eng_kv *kv, int64_t nk, int64_t D);
 // The most queries spry_eng_attend_group takes at once.
 #define SPRY_ENG_ATTEND_GROUP 4
 // spry_eng_attend for G (1 .. SPRY_ENG_ATTEND_GROUP) queries q[g] with nk[g] keys each, of the same
