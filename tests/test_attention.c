@@ -5,10 +5,10 @@
  *
  * (a) Against a double-precision softmax attention (scores q.k * scale + slope * (j - p), ALiBi
  *     slopes included) on a pool of shuffled blocks: |out - ref| <= 1e-5 * (1 + |ref|).
- * (b) Groups: every query of a group of 2, 3 or 4 (key counts consecutive as in a prefill, or
+ * (b) Groups: every query of a group of 2 .. 16 (key counts consecutive as in a prefill, or
  *     arbitrary, equal, or in blocks the others do not reach) gives the same bits as alone -- the
- *     engine's batch invariance rests on it. D = 10, 64 (grouped kernels), 100 (one query at a
- *     time), block sizes 16 and 24 (chunks cut inside a block).
+ *     engine's batch invariance rests on it. Groups of up to 4 run the grouped kernels, larger ones
+ *     one query per lane. D = 10, 64, 100, block sizes 16 and 24 (chunks cut inside a block).
  * (c) The f16 cache: with values that f16 holds exactly, the same bits as the f32 cache (the
  *     loads widen exactly), alone and in groups.
  */
@@ -75,12 +75,18 @@ static void check_config(int64_t D, int64_t bt, float slope) {
     const int64_t nblk = 12, nmax = nblk * bt;
     pool_make(&P, D, bt, nblk);
     const float scale = 1.0f / sqrtf((float)D);
-    float *q = xmalloc(sizeof(float) * (size_t)(D * 8)), *alone = xmalloc(sizeof(float) * (size_t)(D * 8));
-    float *grouped = xmalloc(sizeof(float) * (size_t)(D * 8)), *half = xmalloc(sizeof(float) * (size_t)(D * 8));
+    const size_t rows = sizeof(float) * (size_t)(D * SPRY_ENG_ATTEND_GROUP);
+    float *q = xmalloc(rows), *alone = xmalloc(rows), *grouped = xmalloc(rows), *half = xmalloc(rows);
     double *ref = xmalloc(sizeof(double) * (size_t)D);
-    // key counts per case: consecutive (prefill), arbitrary, equal, far apart, single keys
-    const int64_t cases[][4] = {{1, 2, 3, 4},     {15, 16, 17, 18}, {40, 41, 42, 43},  {nmax - 3, nmax - 2, nmax - 1, nmax},
-                                {5, 77, 16, 33},  {50, 50, 50, 50}, {1, nmax, 2, 100}, {31, 32, 33, 1}};
+    // key counts per case: consecutive (prefill) from 1, 15, 40 and ending at nmax; arbitrary;
+    // equal; far apart; single keys among long ones
+    int64_t cases[8][SPRY_ENG_ATTEND_GROUP];
+    for (int g = 0; g < SPRY_ENG_ATTEND_GROUP; g++) {
+        cases[0][g] = 1 + g, cases[1][g] = 15 + g, cases[2][g] = 40 + g;
+        cases[3][g] = nmax - (SPRY_ENG_ATTEND_GROUP - 1) + g;
+        cases[4][g] = 1 + (g * 37 + 5) % nmax, cases[5][g] = 50;
+        cases[6][g] = g % 2 ? 1 + g : nmax - g, cases[7][g] = g % 3 ? 31 + g : 1;
+    }
     int far = 0, differ = 0, differ16 = 0;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
         for (int G = 1; G <= SPRY_ENG_ATTEND_GROUP; G++) {

@@ -89,13 +89,23 @@ static void attend_scalar(const att_src *A, const float *q, int64_t nk, float *o
 
 /* ---- AVX-512 ------------------------------------------------------------------------------- */
 
-#define GMAX SPRY_ENG_ATTEND_GROUP
+#define GMAX 4 // queries of group_avx512 (more go to lanes16_avx512)
 #define PF_CHUNKS 2 // prefetch distance of one-row decode, in chunks
 
 // 16 cache elements from p + i (f16 widened, or f32), lanes outside m read as zero.
 AVX512 INLINE __m512 load16(const void *p, int64_t i, __mmask16 m, bool half) {
     return half ? _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_maskz_loadu_epi16((__mmask32)m, (const uint16_t *)p + i)))
                 : _mm512_maskz_loadu_ps(m, (const float *)p + i);
+}
+
+// The sum of the 16 lanes of w in every lane, in one fixed order: lanes i and i + 8, then those
+// sums i and i + 4, then i and i + 2, then i and i + 1 (lanes16_avx512 adds its key vectors in the
+// same tree; compilers' reduce intrinsics do not promise an order).
+AVX512 INLINE __m512 hsum16(__m512 w) {
+    w = _mm512_add_ps(w, _mm512_shuffle_f32x4(w, w, _MM_SHUFFLE(1, 0, 3, 2)));
+    w = _mm512_add_ps(w, _mm512_shuffle_f32x4(w, w, _MM_SHUFFLE(2, 3, 0, 1)));
+    w = _mm512_add_ps(w, _mm512_permute_ps(w, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm512_add_ps(w, _mm512_permute_ps(w, _MM_SHUFFLE(2, 3, 0, 1)));
 }
 
 // Asks for the keys and values of the 16 positions from x (D columns; es bytes an element).
@@ -123,12 +133,13 @@ AVX512 INLINE void group_avx512(const att_src *A, int G, const float *const *q, 
         int64_t rest = D - 16 * i; // columns past D: masked to zero, never stored
         dm[i]        = rest >= 16 ? (__mmask16)0xffff : rest > 0 ? (__mmask16)((1u << rest) - 1) : (__mmask16)0;
     }
-    float   mx[GMAX], sum[GMAX];
+    float   mx[GMAX];
+    __m512  sum[GMAX]; // the running sum of weights, in every lane
     __m512  o[GMAX][8];
     int64_t nk_max = 0;
 #pragma GCC unroll 4
     for (int g = 0; g < G; g++) {
-        mx[g] = -INFINITY, sum[g] = 0;
+        mx[g] = -INFINITY, sum[g] = _mm512_setzero_ps();
 #pragma GCC unroll 8
         for (int i = 0; i < DC; i++) o[g][i] = _mm512_setzero_ps();
         nk_max = nk[g] > nk_max ? nk[g] : nk_max;
@@ -223,7 +234,7 @@ AVX512 INLINE void group_avx512(const att_src *A, int G, const float *const *q, 
 #pragma GCC unroll 8
                     for (int i = 0; i < DC; i++) va[i] = _mm512_fmadd_ps(w0, load16(V, t * vs + 16 * i, dm[i], half), va[i]);
                 }
-                sum[g] = sum[g] * _mm512_cvtss_f32(f) + _mm512_reduce_add_ps(w);
+                sum[g] = _mm512_fmadd_ps(sum[g], f, hsum16(w));
 #pragma GCC unroll 8
                 for (int i = 0; i < DC; i++) o[g][i] = _mm512_fmadd_ps(o[g][i], f, _mm512_add_ps(va[i], vb[i]));
             }
@@ -231,9 +242,128 @@ AVX512 INLINE void group_avx512(const att_src *A, int G, const float *const *q, 
     }
 #pragma GCC unroll 4
     for (int g = 0; g < G; g++) {
-        __m512 inv = _mm512_set1_ps(1.0f / sum[g]);
+        __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), sum[g]);
 #pragma GCC unroll 8
         for (int i = 0; i < DC; i++) _mm512_mask_storeu_ps(out[g] + 16 * i, dm[i], _mm512_mul_ps(o[g][i], inv));
+    }
+}
+
+// Up to 16 queries of one sequence and head at once, one per lane (lanes past G idle): each lane
+// runs, for its query, the operations group_avx512 runs for that query alone, in the same order --
+// the scores as four chains over d (d mod 4) added pairwise, scaled and ALiBi-shifted; the chunk's
+// maximum; e^(score - max) with dead keys' weights 0; the weights summed in hsum16's tree; the
+// values as two chains (even and odd keys) merged with one FMA -- so every lane's bits are its
+// query's bits alone. Chunks past a lane's keys change nothing in it (weights 0, rescale exactly 1).
+// Keys and values are broadcast one element at a time against 16 queries, so the chunk's softmax
+// bookkeeping runs once per 16 queries and needs no horizontal reductions. An f16 chunk is
+// widened once into f32 copies (exact). D <= 128.
+AVX512 INLINE void lanes16_avx512(const att_src *A, int G, const float *const *q, const int64_t *nk,
+                                  float *const *out, bool half) {
+    const int64_t bt = A->kv.bt, D = A->D, vs = A->kv.vstride;
+    const size_t  es = half ? 2 : 4;
+    __attribute__((aligned(64))) float qt[128][16], o[128][16], kst[128][16], vst[16][128];
+    int32_t nki[16];
+    int64_t nk_max = 0;
+    for (int g = 0; g < 16; g++) {
+        nki[g] = g < G ? (int32_t)nk[g] : 0;
+        nk_max = nki[g] > nk_max ? nki[g] : nk_max;
+    }
+    for (int64_t d = 0; d < D; d++) {
+        for (int g = 0; g < 16; g++) qt[d][g] = g < G ? q[g][d] : 0.0f;
+        _mm512_store_ps(o[d], _mm512_setzero_ps());
+    }
+    const __m512i nkv  = _mm512_loadu_si512(nki);
+    const __m512  nkm1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(nkv, _mm512_set1_epi32(1)));
+    const __m512  scale = _mm512_set1_ps(A->scale), slope = _mm512_set1_ps(A->slope);
+    __m512        mx = _mm512_set1_ps(-INFINITY), sum = _mm512_setzero_ps();
+    for (int64_t j0 = 0; j0 < nk_max; j0 += bt) {
+        const char *Kb = kv_block(&A->kv, A->kv.table[j0 / bt], 0);
+        const char *Vb = kv_block(&A->kv, A->kv.table[j0 / bt], 1);
+        for (int64_t t0 = 0; t0 < bt && j0 + t0 < nk_max; t0 += 16) {
+            const int64_t start = j0 + t0, cend = j0 + bt < start + 16 ? j0 + bt : start + 16;
+            const int64_t n_max = (cend < nk_max ? cend : nk_max) - start; // keys any lane sees
+            const float  *K = (const float *)(Kb + (size_t)t0 * es), *V = (const float *)(Vb + (size_t)(t0 * vs) * es);
+            int64_t       ks = bt, vsf = vs; // element strides of K's rows (d) and V's rows (keys)
+            if (half) {
+                const __mmask16 km = (__mmask16)((1u << n_max) - 1);
+                for (int64_t d = 0; d < D; d++) _mm512_store_ps(kst[d], load16(K, d * bt, km, true));
+                for (int64_t t = 0; t < n_max; t++)
+                    for (int64_t d = 0; d < D; d += 16) {
+                        __mmask16 m = D - d >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - d)) - 1);
+                        _mm512_storeu_ps(vst[t] + d, load16(V, t * vs + d, m, true));
+                    }
+                K = kst[0], V = vst[0], ks = 16, vsf = 128;
+            }
+            // scores of keys kt (lanes: queries), four keys at a time
+            __m512 S[16];
+            for (int64_t tb = 0; tb < n_max; tb += 4) {
+                __m512 acc[4][4];
+#pragma GCC unroll 4
+                for (int kk = 0; kk < 4; kk++)
+#pragma GCC unroll 4
+                    for (int i = 0; i < 4; i++) acc[kk][i] = _mm512_setzero_ps();
+                const int64_t nt = n_max - tb < 4 ? n_max - tb : 4;
+                int64_t       d  = 0;
+                for (; d + 4 <= D; d += 4)
+#pragma GCC unroll 4
+                    for (int i = 0; i < 4; i++) {
+                        __m512 qv = _mm512_load_ps(qt[d + i]);
+#pragma GCC unroll 4
+                        for (int kk = 0; kk < 4; kk++)
+                            if (kk < nt)
+                                acc[kk][i] = _mm512_fmadd_ps(_mm512_set1_ps(K[(d + i) * ks + tb + kk]), qv, acc[kk][i]);
+                    }
+                for (; d < D; d++) {
+                    __m512 qv = _mm512_load_ps(qt[d]);
+                    for (int kk = 0; kk < nt; kk++)
+                        acc[kk][d % 4] = _mm512_fmadd_ps(_mm512_set1_ps(K[d * ks + tb + kk]), qv, acc[kk][d % 4]);
+                }
+#pragma GCC unroll 4
+                for (int kk = 0; kk < 4; kk++) {
+                    if (kk >= nt) break;
+                    const int64_t   kt   = tb + kk;
+                    const __m512    dot  = _mm512_add_ps(_mm512_add_ps(acc[kk][0], acc[kk][1]),
+                                                         _mm512_add_ps(acc[kk][2], acc[kk][3]));
+                    const __m512    pos  = _mm512_sub_ps(_mm512_set1_ps((float)(start + kt)), nkm1);
+                    const __mmask16 live = _mm512_cmpgt_epi32_mask(nkv, _mm512_set1_epi32((int32_t)(start + kt)));
+                    S[kt] = _mm512_mask_blend_ps(live, _mm512_set1_ps(-INFINITY),
+                                                 _mm512_fmadd_ps(slope, pos, _mm512_mul_ps(dot, scale)));
+                }
+            }
+            // the maximum, the weights (0 for dead keys and keys past n_max) and their sum
+            __m512 cm = S[0];
+            for (int64_t kt = 1; kt < n_max; kt++) cm = _mm512_max_ps(cm, S[kt]); // exact in any order
+            const __m512 nm = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(cm, mx, _CMP_GT_OQ), mx, cm);
+            const __m512 f  = spry_exp16(_mm512_sub_ps(mx, nm));
+            mx              = nm;
+            __m512 W[16];
+            for (int64_t kt = 0; kt < 16; kt++)
+                W[kt] = kt < n_max ? _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(S[kt], _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ),
+                                                         spry_exp16(_mm512_sub_ps(S[kt], nm)))
+                                   : _mm512_setzero_ps();
+            __m512 a[8];
+            for (int i = 0; i < 8; i++) a[i] = _mm512_add_ps(W[i], W[i + 8]);
+            for (int i = 0; i < 4; i++) a[i] = _mm512_add_ps(a[i], a[i + 4]);
+            for (int i = 0; i < 2; i++) a[i] = _mm512_add_ps(a[i], a[i + 2]);
+            sum = _mm512_fmadd_ps(sum, f, _mm512_add_ps(a[0], a[1]));
+            // the values: per column d, even and odd keys in two chains, then the merge
+            for (int64_t d = 0; d < D; d++) {
+                __m512  va = _mm512_setzero_ps(), vb = _mm512_setzero_ps();
+                int64_t t  = 0;
+                for (; t + 2 <= n_max; t += 2) {
+                    va = _mm512_fmadd_ps(W[t], _mm512_set1_ps(V[t * vsf + d]), va);
+                    vb = _mm512_fmadd_ps(W[t + 1], _mm512_set1_ps(V[(t + 1) * vsf + d]), vb);
+                }
+                if (t < n_max) va = _mm512_fmadd_ps(W[t], _mm512_set1_ps(V[t * vsf + d]), va);
+                _mm512_store_ps(o[d], _mm512_fmadd_ps(_mm512_load_ps(o[d]), f, _mm512_add_ps(va, vb)));
+            }
+        }
+    }
+    const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), sum);
+    __attribute__((aligned(64))) float r[16];
+    for (int64_t d = 0; d < D; d++) {
+        _mm512_store_ps(r, _mm512_mul_ps(_mm512_load_ps(o[d]), inv));
+        for (int g = 0; g < G; g++) out[g][d] = r[g];
     }
 }
 
@@ -263,18 +393,20 @@ AVX512 INLINE void group_dispatch_h(const att_src *A, int G, const float *const 
 }
 
 AVX512 static void group_f32(const att_src *A, int G, const float *const *q, const int64_t *nk, float *const *out) {
-    group_dispatch_h(A, G, q, nk, out, false);
+    if (G > GMAX) lanes16_avx512(A, G, q, nk, out, false);
+    else group_dispatch_h(A, G, q, nk, out, false);
 }
 
 AVX512 static void group_f16(const att_src *A, int G, const float *const *q, const int64_t *nk, float *const *out) {
-    group_dispatch_h(A, G, q, nk, out, true);
+    if (G > GMAX) lanes16_avx512(A, G, q, nk, out, true);
+    else group_dispatch_h(A, G, q, nk, out, true);
 }
 
 void spry_eng_attend_group(int G, const float *const *q, const int64_t *nk, float *const *out, const spry_eng_kv *kv,
                            int64_t D, float scale, float slope) {
     const att_src     A = {*kv, D, scale, slope};
     spry_cpu_features f = spry_cpu_detect();
-    if (G >= 1 && G <= GMAX && D <= 128 && f.avx512f && f.avx512bw) {
+    if (G >= 1 && G <= SPRY_ENG_ATTEND_GROUP && D <= 128 && f.avx512f && f.avx512bw) {
         (kv->half ? group_f16 : group_f32)(&A, G, q, nk, out);
         return;
     }

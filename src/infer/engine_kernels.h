@@ -63,7 +63,7 @@ void spry_eng_attend(const float *q, const spry_eng_kv *kv, int64_t nk, int64_t 
 // caller overlap them with other work).
 void spry_eng_attend_prefetch(const spry_eng_kv *kv, int64_t nk, int64_t D);
 // The most queries spry_eng_attend_group takes at once.
-#define SPRY_ENG_ATTEND_GROUP 4
+#define SPRY_ENG_ATTEND_GROUP 16
 // spry_eng_attend for G (1 .. SPRY_ENG_ATTEND_GROUP) queries q[g] with nk[g] keys each, of the same
 // sequence and head (kv), into out[g]: each out[g] has the same bits as spry_eng_attend gives for
 // that query alone; the group loads each key vector once per pair of queries.
