@@ -248,6 +248,33 @@ AVX512 INLINE void group_avx512(const att_src *A, int G, const float *const *q, 
     }
 }
 
+// r[i] (16 floats each) := the columns of the 16 x 16 block whose rows they held.
+AVX512 INLINE void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i]     = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i]     = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    }
+    // r[4a + b] now holds, in 128-bit lane c, element 4c + b of rows 4a .. 4a + 3
+    for (int b = 0; b < 4; b++) {
+        __m512 x0 = _mm512_shuffle_f32x4(r[b], r[4 + b], _MM_SHUFFLE(2, 0, 2, 0));
+        __m512 x1 = _mm512_shuffle_f32x4(r[b], r[4 + b], _MM_SHUFFLE(3, 1, 3, 1));
+        __m512 x2 = _mm512_shuffle_f32x4(r[8 + b], r[12 + b], _MM_SHUFFLE(2, 0, 2, 0));
+        __m512 x3 = _mm512_shuffle_f32x4(r[8 + b], r[12 + b], _MM_SHUFFLE(3, 1, 3, 1));
+        t[b]      = _mm512_shuffle_f32x4(x0, x2, _MM_SHUFFLE(2, 0, 2, 0));
+        t[8 + b]  = _mm512_shuffle_f32x4(x0, x2, _MM_SHUFFLE(3, 1, 3, 1));
+        t[4 + b]  = _mm512_shuffle_f32x4(x1, x3, _MM_SHUFFLE(2, 0, 2, 0));
+        t[12 + b] = _mm512_shuffle_f32x4(x1, x3, _MM_SHUFFLE(3, 1, 3, 1));
+    }
+    for (int i = 0; i < 16; i++) r[i] = t[i];
+}
+
 // Up to 16 queries of one sequence and head at once, one per lane (lanes past G idle): each lane
 // runs, for its query, the operations group_avx512 runs for that query alone, in the same order --
 // the scores as four chains over d (d mod 4) added pairwise, scaled and ALiBi-shifted; the chunk's
@@ -268,10 +295,14 @@ AVX512 INLINE void lanes16_avx512(const att_src *A, int G, const float *const *q
         nki[g] = g < G ? (int32_t)nk[g] : 0;
         nk_max = nki[g] > nk_max ? nki[g] : nk_max;
     }
-    for (int64_t d = 0; d < D; d++) {
-        for (int g = 0; g < 16; g++) qt[d][g] = g < G ? q[g][d] : 0.0f;
-        _mm512_store_ps(o[d], _mm512_setzero_ps());
+    for (int64_t d0 = 0; d0 < D; d0 += 16) { // qt[d][g] = q[g][d], 16 x 16 blocks
+        const __mmask16 m = D - d0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - d0)) - 1);
+        __m512          r[16];
+        for (int g = 0; g < 16; g++) r[g] = g < G ? _mm512_maskz_loadu_ps(m, q[g] + d0) : _mm512_setzero_ps();
+        transpose16(r);
+        for (int i = 0; i < 16 && d0 + i < D; i++) _mm512_store_ps(qt[d0 + i], r[i]);
     }
+    for (int64_t d = 0; d < D; d++) _mm512_store_ps(o[d], _mm512_setzero_ps());
     const __m512i nkv  = _mm512_loadu_si512(nki);
     const __m512  nkm1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(nkv, _mm512_set1_epi32(1)));
     const __m512  scale = _mm512_set1_ps(A->scale), slope = _mm512_set1_ps(A->slope);
@@ -295,7 +326,7 @@ AVX512 INLINE void lanes16_avx512(const att_src *A, int G, const float *const *q
                 K = kst[0], V = vst[0], ks = 16, vsf = 128;
             }
             // scores of keys kt (lanes: queries), four keys at a time
-            __m512 S[16];
+            __m512 S[16] = {0}; // scores of keys 0 .. n_max - 1 (lanes: queries)
             for (int64_t tb = 0; tb < n_max; tb += 4) {
                 __m512 acc[4][4];
 #pragma GCC unroll 4
@@ -331,8 +362,8 @@ AVX512 INLINE void lanes16_avx512(const att_src *A, int G, const float *const *q
                 }
             }
             // the maximum, the weights (0 for dead keys and keys past n_max) and their sum
-            __m512 cm = S[0];
-            for (int64_t kt = 1; kt < n_max; kt++) cm = _mm512_max_ps(cm, S[kt]); // exact in any order
+            __m512 cm = _mm512_set1_ps(-INFINITY);
+            for (int64_t kt = 0; kt < n_max; kt++) cm = _mm512_max_ps(cm, S[kt]); // exact in any order
             const __m512 nm = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(cm, mx, _CMP_GT_OQ), mx, cm);
             const __m512 f  = spry_exp16(_mm512_sub_ps(mx, nm));
             mx              = nm;
@@ -360,10 +391,12 @@ AVX512 INLINE void lanes16_avx512(const att_src *A, int G, const float *const *q
         }
     }
     const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), sum);
-    __attribute__((aligned(64))) float r[16];
-    for (int64_t d = 0; d < D; d++) {
-        _mm512_store_ps(r, _mm512_mul_ps(_mm512_load_ps(o[d]), inv));
-        for (int g = 0; g < G; g++) out[g][d] = r[g];
+    for (int64_t d0 = 0; d0 < D; d0 += 16) { // back to rows, 16 x 16 blocks
+        const __mmask16 m = D - d0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - d0)) - 1);
+        __m512          r[16];
+        for (int i = 0; i < 16; i++) r[i] = d0 + i < D ? _mm512_mul_ps(_mm512_load_ps(o[d0 + i]), inv) : _mm512_setzero_ps();
+        transpose16(r);
+        for (int g = 0; g < G; g++) _mm512_mask_storeu_ps(out[g] + d0, m, r[g]);
     }
 }
 
