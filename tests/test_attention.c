@@ -11,6 +11,8 @@
  *     one query per lane. D = 10, 64, 100, block sizes 16 and 24 (chunks cut inside a block).
  * (c) The f16 cache: with values that f16 holds exactly, the same bits as the f32 cache (the
  *     loads widen exactly), alone and in groups.
+ * (d) spry_eng_store_keys writes 1 .. 16 rows of keys into their d-major slots (f32 and f16
+ *     rounded as spry_f32_to_f16) and nothing else.
  */
 #include <math.h>
 #include <stdint.h>
@@ -116,12 +118,39 @@ static void check_config(int64_t D, int64_t bt, float slope) {
     free(P.mem), free(P.mem16), free(q), free(alone), free(grouped), free(half), free(ref);
 }
 
+// spry_eng_store_keys: n rows of keys into d-major slots t0 .. t0 + n - 1 of a block, f32 and f16,
+// against the definition; the other slots keep their bytes.
+static void check_store_keys(int64_t D, int64_t bt) {
+    const size_t kstride = (size_t)(3 * D + 5);
+    float    *k   = xmalloc(sizeof(float) * kstride * 16);
+    float    *blk = xmalloc(sizeof(float) * (size_t)(D * bt));
+    uint16_t *b16 = xmalloc(sizeof(uint16_t) * (size_t)(D * bt));
+    int       bad = 0;
+    for (size_t i = 0; i < kstride * 16; i++) k[i] = 3.0f * frand();
+    for (int64_t n = 1; n <= 16 && n <= bt; n++)
+        for (int64_t t0 = 0; t0 + n <= bt; t0 += (bt - n) / 2 + 1) {
+            for (int64_t i = 0; i < D * bt; i++) blk[i] = -7.0f, b16[i] = 0x1234;
+            spry_eng_store_keys(k, kstride, n, blk + t0, bt, D, false);
+            spry_eng_store_keys(k, kstride, n, b16 + t0, bt, D, true);
+            for (int64_t d = 0; d < D; d++)
+                for (int64_t t = 0; t < bt; t++) {
+                    bool   in = t >= t0 && t < t0 + n;
+                    float  x  = in ? k[(size_t)(t - t0) * kstride + (size_t)d] : -7.0f;
+                    bad += blk[d * bt + t] != x;
+                    bad += b16[d * bt + t] != (in ? spry_f32_to_f16(x) : 0x1234);
+                }
+        }
+    CHECK_MSG(bad == 0, "store_keys D=%lld bt=%lld: %d slots wrong", (long long)D, (long long)bt, bad);
+    free(k), free(blk), free(b16);
+}
+
 int main(void) {
     const int64_t Ds[] = {10, 64, 100}, bts[] = {16, 24};
     for (int i = 0; i < 3; i++)
         for (int j = 0; j < 2; j++) {
             check_config(Ds[i], bts[j], 0.0f);
             check_config(Ds[i], bts[j], -0.0625f); // an ALiBi slope
+            check_store_keys(Ds[i], bts[j]);
         }
     return check_exit();
 }

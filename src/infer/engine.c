@@ -607,30 +607,35 @@ static void attend(const spry_engine *e, int64_t l, int64_t h, int64_t r0, int G
     spry_eng_attend_group(G, q, nk, out, &kv, D, 1.0f / sqrtf((float)D), bloom ? spry_alibi_slope(h, H) : 0.0f);
 }
 
-// The key and value of batch row r, head h, layer l (from e->qkv) into the row's slot of its block.
-static void store_kv(const spry_engine *e, int64_t l, int64_t r, int64_t h) {
+// The keys and values of batch rows r .. r + n - 1, head h, layer l (from e->qkv) into their slots:
+// consecutive positions of one sequence in one block (n <= 16).
+static void store_kv(const spry_engine *e, int64_t l, int64_t r, int64_t n, int64_t h) {
     const int64_t D = e->D, C = e->C, bt = e->p.block_tokens, p = e->tok_pos[r], t = p % bt;
     const bool    bloom = e->m->cfg.arch == SPRY_ARCH_BLOOM;
     const int32_t blk   = e->items[e->tok_item[r]].s->table[p / bt];
     const float  *k = e->qkv + r * 3 * C + (bloom ? h * 3 * D + D : C + h * D);
     const float  *v = e->qkv + r * 3 * C + (bloom ? h * 3 * D + 2 * D : 2 * C + h * D);
-    const size_t  ko = (size_t)(h * D * bt + t), vo = (size_t)((h * bt + t) * D); // in elements
-    if (e->kv_f16) {
-        uint16_t *kd = (uint16_t *)kv_half(e, blk, l, 0) + ko, *vd = (uint16_t *)kv_half(e, blk, l, 1) + vo;
-        uint16_t  kh[256];
-        for (int64_t d0 = 0; d0 < D; d0 += 256) { // keys d-major
-            int64_t nd = D - d0 < 256 ? D - d0 : 256;
-            spry_convert_f32_to_f16(k + d0, kh, nd);
-            for (int64_t d = 0; d < nd; d++) kd[(d0 + d) * bt] = kh[d];
-        }
-        spry_convert_f32_to_f16(v, vd, D); // values (bt, D)
-    } else {
-        float *kd = (float *)kv_half(e, blk, l, 0) + ko, *vd = (float *)kv_half(e, blk, l, 1) + vo;
-        for (int64_t d = 0; d < D; d++) kd[d * bt] = k[d];
-        memcpy(vd, v, sizeof(float) * (size_t)D);
+    const size_t  es = kv_es(e);
+    char *kd = kv_half(e, blk, l, 0) + (size_t)(h * D * bt + t) * es; // keys d-major
+    char *vd = kv_half(e, blk, l, 1) + (size_t)((h * bt + t) * D) * es; // values (bt, D)
+    spry_eng_store_keys(k, (size_t)(3 * C), n, kd, bt, D, e->kv_f16);
+    for (int64_t i = 0; i < n; i++) {
+        char *vi = vd + (size_t)(i * D) * es;
+        if (e->kv_f16) spry_convert_f32_to_f16(v + i * 3 * C, (uint16_t *)vi, D);
+        else memcpy(vi, v + i * 3 * C, sizeof(float) * (size_t)D);
     }
 }
 
+// The keys and values of attention group k (its consecutive rows), head h, layer l: runs of rows
+// cut where the sequence's positions cross a block.
+static void store_group_kv(const spry_engine *e, int64_t l, int64_t k, int64_t h) {
+    const int64_t bt = e->p.block_tokens;
+    for (int64_t r = e->grp[k], end = e->grp[k + 1]; r < end;) {
+        int64_t room = bt - e->tok_pos[r] % bt, n = end - r < room ? end - r : room;
+        store_kv(e, l, r, n, h);
+        r += n;
+    }
+}
 
 // Runs the model over the rows of the batch (e->tok_id / tok_pos / tok_item, n rows), storing
 // keys and values in the sequences' blocks, and writes the logits of each item that asks for them
@@ -679,7 +684,7 @@ static spry_status forward(spry_engine *e, int64_t n) {
                         spry_eng_kv nx = head_kv(e, l, (rh + 1) % H, (rh + 1) / H);
                         spry_eng_attend_prefetch(&nx, e->tok_pos[(rh + 1) / H] + 1, e->D);
                     }
-                    store_kv(e, l, rh / H, rh % H);
+                    store_kv(e, l, rh / H, 1, rh % H);
                     attend(e, l, rh % H, rh / H, 1);
                 }
             }
@@ -687,7 +692,7 @@ static spry_status forward(spry_engine *e, int64_t n) {
 #pragma omp parallel
             {
 #pragma omp for schedule(static)
-                for (int64_t rh = 0; rh < n * H; rh++) store_kv(e, l, rh / H, rh % H);
+                for (int64_t gh = 0; gh < ng * H; gh++) store_group_kv(e, l, gh / H, gh % H);
 #pragma omp for schedule(dynamic, 1)
                 for (int64_t gh = 0; gh < ng * H; gh++) {
                     int64_t k = gh % ng;

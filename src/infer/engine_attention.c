@@ -446,6 +446,43 @@ void spry_eng_attend_group(int G, const float *const *q, const int64_t *nk, floa
     for (int g = 0; g < G; g++) attend_scalar(&A, q[g], nk[g], out[g]);
 }
 
+#if defined(__x86_64__)
+AVX512 static void store_keys_avx512(const float *k, size_t kstride, int64_t n, void *dst, int64_t bt, int64_t D,
+                                     bool half) {
+    const __mmask16 nm = (__mmask16)((1u << n) - 1); // the n slots written
+    for (int64_t d0 = 0; d0 < D; d0 += 16) {
+        const __mmask16 m = D - d0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - d0)) - 1);
+        __m512          r[16];
+        for (int i = 0; i < 16; i++) r[i] = i < n ? _mm512_maskz_loadu_ps(m, k + (size_t)i * kstride + d0) : _mm512_setzero_ps();
+        transpose16(r); // r[i]: column d0 + i of the n rows
+        for (int i = 0; i < 16 && d0 + i < D; i++) {
+            if (half) {
+                __m256i h = _mm512_cvtps_ph(r[i], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                _mm512_mask_storeu_epi16((uint16_t *)dst + (d0 + i) * bt, (__mmask32)nm, _mm512_castsi256_si512(h));
+            } else {
+                _mm512_mask_storeu_ps((float *)dst + (d0 + i) * bt, nm, r[i]);
+            }
+        }
+    }
+}
+#endif
+
+void spry_eng_store_keys(const float *k, size_t kstride, int64_t n, void *dst, int64_t bt, int64_t D, bool half) {
+#if defined(__x86_64__)
+    spry_cpu_features f = spry_cpu_detect();
+    if (f.avx512f && f.avx512bw) {
+        store_keys_avx512(k, kstride, n, dst, bt, D, half);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t d = 0; d < D; d++) {
+            float x = k[(size_t)i * kstride + (size_t)d];
+            if (half) ((uint16_t *)dst)[d * bt + i] = spry_f32_to_f16(x);
+            else ((float *)dst)[d * bt + i] = x;
+        }
+}
+
 void spry_eng_attend_prefetch(const spry_eng_kv *kv, int64_t nk, int64_t D) {
     const size_t es = kv->half ? 2 : 4;
     for (int64_t x = 0; x < PF_CHUNKS * 16 && x < nk; x += 16) {

@@ -59,6 +59,11 @@ typedef struct spry_eng_kv {
 // only (batch invariance). AVX-512 (F, BW) with the sums in registers when present and D <= 128,
 // else scalar.
 void spry_eng_attend(const float *q, const spry_eng_kv *kv, int64_t nk, int64_t D, float scale, float slope, float *out);
+// Stores the keys of n <= 16 consecutive positions (row i of k, kstride floats apart, D columns)
+// into the d-major cache layout: dst[d * bt + i] = k[i][d] (dst at the first position's slot;
+// f16 rounded to nearest even when half, the bits spry_convert_f32_to_f16 gives). AVX-512
+// transposes 16 x 16 blocks in registers; the fallback loops.
+void spry_eng_store_keys(const float *k, size_t kstride, int64_t n, void *dst, int64_t bt, int64_t D, bool half);
 // Asks for the keys and values that spry_eng_attend reads first for nk keys of kv (a hint: lets a
 // caller overlap them with other work).
 void spry_eng_attend_prefetch(const spry_eng_kv *kv, int64_t nk, int64_t D);
