@@ -1,18 +1,23 @@
 /*
  * engine_attention.c -- single-pass attention of the serving engine over the paged KV cache (see
  * engine_kernels.h): one query row, or a group of up to SPRY_ENG_ATTEND_GROUP rows of the same
- * sequence and head.
+ * sequence and head; and the transposed store of a group's keys (spry_eng_store_keys).
  *
  * Keys are visited in chunks of at most 16, cut at KV blocks and at the query's last position.
  * Per chunk and query: the 16 scores side by side (four FMA chains over d, by d mod 4, added
  * pairwise), the new maximum, e^(score - max), the chunk's weighted values summed on their own
- * (two FMA chains per 16 columns, even and odd keys), then one merge into the running sums,
- * rescaled by e^(old max - new max) (exactly 1 when the maximum stays). That sequence of
- * operations depends only on the query's own keys, whatever group it is computed in: a group
- * loads each key vector once per pair of queries (the values once per query, from L1), and the
- * lanes past a query's own keys are masked out of its arithmetic. So grouped prefill rows and
- * one-row decode give the same bits (the engine's batch invariance; tests/test_attention.c). The
- * scalar path (no AVX-512) runs the same steps one query at a time, in another summation order.
+ * (two FMA chains per 16 columns, even and odd keys), the weights' sum in hsum16's tree, then one
+ * merge into the running sums, rescaled by e^(old max - new max) (exactly 1 when the maximum
+ * stays). That sequence of operations depends only on the query's own keys, whatever group it
+ * is computed in:
+ *   - group_avx512 (1, 2 or 4 queries) loads each key vector once per pair of queries (the values
+ *     once per query, from L1), the lanes past a query's own keys masked out of its arithmetic;
+ *   - lanes16_avx512 (5 to 16 queries) puts one query in each vector lane and broadcasts keys and
+ *     values element by element, running the same operations lane by lane (the chunk's maximum
+ *     and sums become vertical operations over 16 key vectors).
+ * So grouped prefill rows and one-row decode give the same bits (the engine's batch invariance;
+ * tests/test_attention.c). The scalar path (no AVX-512) runs the same steps one query at a time,
+ * in another summation order.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -400,9 +405,9 @@ AVX512 INLINE void lanes16_avx512(const att_src *A, int G, const float *const *q
     }
 }
 
-// The kernels compiled: groups of 1, 2 or 4 queries with 32 or 64 columns (D <= 64; a group of 3
-// runs as 2 + 1), and one query at a time with 128 columns (64 < D <= 128), each for f32 and f16
-// caches. Columns past D are masked to zero and change no output bit. False for D > 128.
+// group_avx512's kernels: groups of 1, 2 or 4 queries with 32 or 64 columns (D <= 64; a group of
+// 3 runs as 2 + 1), and one query at a time with 128 columns (64 < D <= 128), each for f32 and f16
+// caches (larger groups go to lanes16_avx512). Columns past D are masked to zero and change no output bit. False for D > 128.
 AVX512 INLINE void group_dispatch_h(const att_src *A, int G, const float *const *q, const int64_t *nk, float *const *out,
                                     bool half) {
     const int64_t D = A->D;
