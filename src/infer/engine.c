@@ -574,10 +574,6 @@ spry_status spry_engine_init(spry_model *m, const spry_engine_params *pp, spry_e
 
 /* ---- the forward pass ---------------------------------------------------------------------- */
 
-// For head h of layer l and batch rows r0 .. r0 + G - 1 (one sequence, G <= SPRY_ENG_ATTEND_GROUP):
-// att row (D) = softmax_j(q . k_j / sqrt(D) + slope (j - p)) v_j over positions j in [0, p] of the
-// row's position p, read through the block table; one pass with a running maximum (online
-// softmax), each row's bits independent of the group (spry_eng_attend_group).
 // Where head h of layer l of batch row r's sequence has its keys and values.
 static spry_eng_kv head_kv(const spry_engine *e, int64_t l, int64_t h, int64_t r) {
     int64_t D = e->D, bt = e->p.block_tokens;
@@ -592,6 +588,10 @@ static spry_eng_kv head_kv(const spry_engine *e, int64_t l, int64_t h, int64_t r
     };
 }
 
+// For head h of layer l and batch rows r0 .. r0 + G - 1 (one sequence, G <= SPRY_ENG_ATTEND_GROUP):
+// att row (D) = softmax_j(q . k_j / sqrt(D) + slope (j - p)) v_j over positions j in [0, p] of the
+// row's position p, read through the block table; one pass with a running maximum (online
+// softmax), each row's bits independent of the group (spry_eng_attend_group).
 static void attend(const spry_engine *e, int64_t l, int64_t h, int64_t r0, int G) {
     int64_t           D = e->D, C = e->C, H = e->H;
     bool              bloom = e->m->cfg.arch == SPRY_ARCH_BLOOM;

@@ -150,7 +150,7 @@ AVX512 INLINE void group_avx512(const att_src *A, int G, const float *const *q, 
         nk_max = nk[g] > nk_max ? nk[g] : nk_max;
     }
     if (G == 1) // the first chunks' misses overlap too (chunks are 16 keys unless cut by a block)
-        for (int64_t x = 0; x < PF_CHUNKS * 16 && x < nk_max; x += 16) prefetch_chunk(&A->kv, x, D, es);
+        spry_eng_attend_prefetch(&A->kv, nk_max, D);
     for (int64_t j0 = 0; j0 < nk_max; j0 += bt) {
         const char *Kb = kv_block(&A->kv, A->kv.table[j0 / bt], 0);
         const char *Vb = kv_block(&A->kv, A->kv.table[j0 / bt], 1);
@@ -489,14 +489,7 @@ void spry_eng_store_keys(const float *k, size_t kstride, int64_t n, void *dst, i
 }
 
 void spry_eng_attend_prefetch(const spry_eng_kv *kv, int64_t nk, int64_t D) {
-    const size_t es = kv->half ? 2 : 4;
-    for (int64_t x = 0; x < PF_CHUNKS * 16 && x < nk; x += 16) {
-        const int64_t bt = kv->bt;
-        const char   *K  = (const char *)kv_block(kv, kv->table[x / bt], 0) + (size_t)(x % bt) * es;
-        const char   *V  = (const char *)kv_block(kv, kv->table[x / bt], 1) + (size_t)((x % bt) * kv->vstride) * es;
-        for (int64_t d = 0; d < D; d++) __builtin_prefetch(K + (size_t)(d * bt) * es, 0, 3);
-        for (size_t i = 0; i < (size_t)(16 * kv->vstride) * es; i += 64) __builtin_prefetch(V + i, 0, 3);
-    }
+    for (int64_t x = 0; x < PF_CHUNKS * 16 && x < nk; x += 16) prefetch_chunk(kv, x, D, kv->half ? 2 : 4);
 }
 
 void spry_eng_attend(const float *q, const spry_eng_kv *kv, int64_t nk, int64_t D, float scale, float slope,
