@@ -454,6 +454,21 @@ void spry_eng_attend_group(int G, const float *const *q, const int64_t *nk, floa
 #if defined(__x86_64__)
 AVX512 static void store_keys_avx512(const float *k, size_t kstride, int64_t n, void *dst, int64_t bt, int64_t D,
                                      bool half) {
+    if (n == 1) { // one row (decode): widened or copied 16 columns at a time, then one store per slot
+        for (int64_t d0 = 0; d0 < D; d0 += 16) {
+            const __mmask16 m = D - d0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - d0)) - 1);
+            const int64_t   nd = D - d0 < 16 ? D - d0 : 16;
+            if (half) {
+                __attribute__((aligned(32))) uint16_t h[16];
+                __m512 x = _mm512_maskz_loadu_ps(m, k + d0);
+                _mm256_store_si256((__m256i *)h, _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+                for (int64_t i = 0; i < nd; i++) ((uint16_t *)dst)[(d0 + i) * bt] = h[i];
+            } else {
+                for (int64_t i = 0; i < nd; i++) ((float *)dst)[(d0 + i) * bt] = k[d0 + i];
+            }
+        }
+        return;
+    }
     const __mmask16 nm = (__mmask16)((1u << n) - 1); // the n slots written
     for (int64_t d0 = 0; d0 < D; d0 += 16) {
         const __mmask16 m = D - d0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - d0)) - 1);
