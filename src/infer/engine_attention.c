@@ -42,9 +42,12 @@ static inline float kv_at(const void *base, size_t i, bool half) {
     return half ? spry_f16_to_f32(((const uint16_t *)base)[i]) : ((const float *)base)[i];
 }
 
+// Bytes per cache element.
+static inline size_t kv_es(const spry_eng_kv *kv) { return kv->half ? 2 : 4; }
+
 // The cache half of pool block b (keys: which = 0).
 static inline const void *kv_block(const spry_eng_kv *kv, int32_t b, int which) {
-    size_t off = (size_t)b * kv->bstride * (kv->half ? 2 : 4);
+    size_t off = (size_t)b * kv->bstride * kv_es(kv);
     return (const char *)(which ? kv->vbase : kv->kbase) + off;
 }
 
@@ -113,9 +116,10 @@ AVX512 INLINE __m512 hsum16(__m512 w) {
     return _mm512_add_ps(w, _mm512_permute_ps(w, _MM_SHUFFLE(2, 3, 0, 1)));
 }
 
-// Asks for the keys and values of the 16 positions from x (D columns; es bytes an element).
-INLINE void prefetch_chunk(const spry_eng_kv *kv, int64_t x, int64_t D, size_t es) {
+// Asks for the keys and values of the 16 positions from x (D columns).
+INLINE void prefetch_chunk(const spry_eng_kv *kv, int64_t x, int64_t D) {
     const int64_t bt = kv->bt;
+    const size_t  es = kv_es(kv);
     const char   *K  = (const char *)kv_block(kv, kv->table[x / bt], 0) + (size_t)(x % bt) * es;
     const char   *V  = (const char *)kv_block(kv, kv->table[x / bt], 1) + (size_t)((x % bt) * kv->vstride) * es;
     for (int64_t d = 0; d < D; d++) _mm_prefetch(K + (size_t)(d * bt) * es, _MM_HINT_T0);
@@ -130,13 +134,13 @@ INLINE void prefetch_chunk(const spry_eng_kv *kv, int64_t x, int64_t D, size_t e
 AVX512 INLINE void group_avx512(const att_src *A, int G, const float *const *q, const int64_t *nk, float *const *out,
                                 int DC, bool half) {
     const int64_t bt = A->kv.bt, D = A->D, vs = A->kv.vstride;
-    const size_t  es = half ? 2 : 4; // bytes per element
+    const size_t  es = half ? 2 : 4; // kv_es, folded: half is a constant here
     const __m512  lane = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     __mmask16     dm[8];
 #pragma GCC unroll 8
     for (int i = 0; i < DC; i++) {
-        int64_t rest = D - 16 * i; // columns past D: masked to zero, never stored
-        dm[i]        = rest >= 16 ? (__mmask16)0xffff : rest > 0 ? (__mmask16)((1u << rest) - 1) : (__mmask16)0;
+        // columns past D: masked to zero, never stored
+        dm[i]        = spry_eng_tail16(D, 16 * i);
     }
     float   mx[GMAX];
     __m512  sum[GMAX]; // the running sum of weights, in every lane
@@ -159,14 +163,14 @@ AVX512 INLINE void group_avx512(const att_src *A, int G, const float *const *q, 
             const char   *Kt = Kb + (size_t)t0 * es, *V = Vb + (size_t)(t0 * vs) * es;
             // one-row decode reads the keys and values from memory (the weights streamed since
             // evicted them): the chunk PF_CHUNKS ahead is requested while this one computes
-            if (G == 1 && start + PF_CHUNKS * 16 < nk_max) prefetch_chunk(&A->kv, start + PF_CHUNKS * 16, D, es);
+            if (G == 1 && start + PF_CHUNKS * 16 < nk_max) prefetch_chunk(&A->kv, start + PF_CHUNKS * 16, D);
             __mmask16     live[GMAX], any = 0;
             int64_t       n_max = 0;
 #pragma GCC unroll 4
             for (int g = 0; g < G; g++) {
                 int64_t n = (cend < nk[g] ? cend : nk[g]) - start;
                 n       = n > 0 ? n : 0;
-                live[g] = (__mmask16)((1u << n) - 1);
+                live[g] = spry_eng_tail16(n, 0);
                 any |= live[g];
                 n_max = n > n_max ? n : n_max;
             }
@@ -292,7 +296,7 @@ AVX512 INLINE void transpose16(__m512 r[16]) {
 AVX512 INLINE void lanes16_avx512(const att_src *A, int G, const float *const *q, const int64_t *nk,
                                   float *const *out, bool half) {
     const int64_t bt = A->kv.bt, D = A->D, vs = A->kv.vstride;
-    const size_t  es = half ? 2 : 4;
+    const size_t  es = half ? 2 : 4; // kv_es, folded: half is a constant here
     __attribute__((aligned(64))) float qt[128][16], o[128][16], kst[128][16], vst[16][128];
     int32_t nki[16];
     int64_t nk_max = 0;
@@ -301,7 +305,7 @@ AVX512 INLINE void lanes16_avx512(const att_src *A, int G, const float *const *q
         nk_max = nki[g] > nk_max ? nki[g] : nk_max;
     }
     for (int64_t d0 = 0; d0 < D; d0 += 16) { // qt[d][g] = q[g][d], 16 x 16 blocks
-        const __mmask16 m = D - d0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - d0)) - 1);
+        const __mmask16 m = spry_eng_tail16(D, d0);
         __m512          r[16];
         for (int g = 0; g < 16; g++) r[g] = g < G ? _mm512_maskz_loadu_ps(m, q[g] + d0) : _mm512_setzero_ps();
         transpose16(r);
@@ -321,11 +325,11 @@ AVX512 INLINE void lanes16_avx512(const att_src *A, int G, const float *const *q
             const float  *K = (const float *)(Kb + (size_t)t0 * es), *V = (const float *)(Vb + (size_t)(t0 * vs) * es);
             int64_t       ks = bt, vsf = vs; // element strides of K's rows (d) and V's rows (keys)
             if (half) {
-                const __mmask16 km = (__mmask16)((1u << n_max) - 1);
+                const __mmask16 km = spry_eng_tail16(n_max, 0);
                 for (int64_t d = 0; d < D; d++) _mm512_store_ps(kst[d], load16(K, d * bt, km, true));
                 for (int64_t t = 0; t < n_max; t++)
                     for (int64_t d = 0; d < D; d += 16) {
-                        __mmask16 m = D - d >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - d)) - 1);
+                        __mmask16 m = spry_eng_tail16(D, d);
                         _mm512_storeu_ps(vst[t] + d, load16(V, t * vs + d, m, true));
                     }
                 K = kst[0], V = vst[0], ks = 16, vsf = 128;
@@ -397,7 +401,7 @@ AVX512 INLINE void lanes16_avx512(const att_src *A, int G, const float *const *q
     }
     const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), sum);
     for (int64_t d0 = 0; d0 < D; d0 += 16) { // back to rows, 16 x 16 blocks
-        const __mmask16 m = D - d0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - d0)) - 1);
+        const __mmask16 m = spry_eng_tail16(D, d0);
         __m512          r[16];
         for (int i = 0; i < 16; i++) r[i] = d0 + i < D ? _mm512_mul_ps(_mm512_load_ps(o[d0 + i]), inv) : _mm512_setzero_ps();
         transpose16(r);
@@ -407,7 +411,8 @@ AVX512 INLINE void lanes16_avx512(const att_src *A, int G, const float *const *q
 
 // group_avx512's kernels: groups of 1, 2 or 4 queries with 32 or 64 columns (D <= 64; a group of
 // 3 runs as 2 + 1), and one query at a time with 128 columns (64 < D <= 128), each for f32 and f16
-// caches (larger groups go to lanes16_avx512). Columns past D are masked to zero and change no output bit. False for D > 128.
+// caches (larger groups go to lanes16_avx512). Columns past D are masked to zero and change no
+// output bit. D <= 128.
 AVX512 INLINE void group_dispatch_h(const att_src *A, int G, const float *const *q, const int64_t *nk, float *const *out,
                                     bool half) {
     const int64_t D = A->D;
@@ -451,12 +456,11 @@ void spry_eng_attend_group(int G, const float *const *q, const int64_t *nk, floa
     for (int g = 0; g < G; g++) attend_scalar(&A, q[g], nk[g], out[g]);
 }
 
-#if defined(__x86_64__)
 AVX512 static void store_keys_avx512(const float *k, size_t kstride, int64_t n, void *dst, int64_t bt, int64_t D,
                                      bool half) {
     if (n == 1) { // one row (decode): widened or copied 16 columns at a time, then one store per slot
         for (int64_t d0 = 0; d0 < D; d0 += 16) {
-            const __mmask16 m = D - d0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - d0)) - 1);
+            const __mmask16 m = spry_eng_tail16(D, d0);
             const int64_t   nd = D - d0 < 16 ? D - d0 : 16;
             if (half) {
                 __attribute__((aligned(32))) uint16_t h[16];
@@ -469,9 +473,9 @@ AVX512 static void store_keys_avx512(const float *k, size_t kstride, int64_t n, 
         }
         return;
     }
-    const __mmask16 nm = (__mmask16)((1u << n) - 1); // the n slots written
+    const __mmask16 nm = spry_eng_tail16(n, 0); // the n slots written
     for (int64_t d0 = 0; d0 < D; d0 += 16) {
-        const __mmask16 m = D - d0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (D - d0)) - 1);
+        const __mmask16 m = spry_eng_tail16(D, d0);
         __m512          r[16];
         for (int i = 0; i < 16; i++) r[i] = i < n ? _mm512_maskz_loadu_ps(m, k + (size_t)i * kstride + d0) : _mm512_setzero_ps();
         transpose16(r); // r[i]: column d0 + i of the n rows
@@ -485,16 +489,13 @@ AVX512 static void store_keys_avx512(const float *k, size_t kstride, int64_t n, 
         }
     }
 }
-#endif
 
 void spry_eng_store_keys(const float *k, size_t kstride, int64_t n, void *dst, int64_t bt, int64_t D, bool half) {
-#if defined(__x86_64__)
     spry_cpu_features f = spry_cpu_detect();
     if (f.avx512f && f.avx512bw) {
         store_keys_avx512(k, kstride, n, dst, bt, D, half);
         return;
     }
-#endif
     for (int64_t i = 0; i < n; i++)
         for (int64_t d = 0; d < D; d++) {
             float x = k[(size_t)i * kstride + (size_t)d];
@@ -504,7 +505,7 @@ void spry_eng_store_keys(const float *k, size_t kstride, int64_t n, void *dst, i
 }
 
 void spry_eng_attend_prefetch(const spry_eng_kv *kv, int64_t nk, int64_t D) {
-    for (int64_t x = 0; x < PF_CHUNKS * 16 && x < nk; x += 16) prefetch_chunk(kv, x, D, kv->half ? 2 : 4);
+    for (int64_t x = 0; x < PF_CHUNKS * 16 && x < nk; x += 16) prefetch_chunk(kv, x, D);
 }
 
 void spry_eng_attend(const float *q, const spry_eng_kv *kv, int64_t nk, int64_t D, float scale, float slope,

@@ -24,11 +24,6 @@ static void layernorm_scalar(const float *x, const float *w, const float *b, flo
     for (int64_t i = 0; i < C; i++) y[i] = (x[i] - mu) * rstd * w[i] + b[i];
 }
 
-// Lanes i .. i + 15 of a row of n: all of them, or those below n.
-static inline __mmask16 tail16(int64_t n, int64_t i) {
-    return n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
-}
-
 // The same statistics in double, 8 lanes wide (two chains of 8 per 16 inputs, lanes added at the
 // end), and the output in f32 16 lanes wide: a decode step runs 25 LayerNorms of one row serially.
 __attribute__((target("avx512f"))) static void layernorm_avx512(const float *x, const float *w, const float *b,
@@ -36,7 +31,7 @@ __attribute__((target("avx512f"))) static void layernorm_avx512(const float *x, 
     __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd(), lo, hi;
 #define WIDEN16(i) /* x[i .. i + 15] (zero past C) as doubles lo, hi */                                   \
     do {                                                                                                   \
-        __m512 v_ = _mm512_maskz_loadu_ps(tail16(C, i), x + (i));                                          \
+        __m512 v_ = _mm512_maskz_loadu_ps(spry_eng_tail16(C, i), x + (i));                                          \
         lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v_));                                                  \
         hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v_), 1)));           \
     } while (0)
@@ -49,7 +44,7 @@ __attribute__((target("avx512f"))) static void layernorm_avx512(const float *x, 
     a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
     for (int64_t i = 0; i < C; i += 16) {
         WIDEN16(i);
-        __mmask16 m  = tail16(C, i);
+        __mmask16 m  = spry_eng_tail16(C, i);
         __m512d   d0 = _mm512_maskz_sub_pd((__mmask8)m, lo, mv), d1 = _mm512_maskz_sub_pd((__mmask8)(m >> 8), hi, mv);
         a0 = _mm512_fmadd_pd(d0, d0, a0), a1 = _mm512_fmadd_pd(d1, d1, a1);
     }
@@ -57,7 +52,7 @@ __attribute__((target("avx512f"))) static void layernorm_avx512(const float *x, 
     const double ss   = _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
     const __m512 rstd = _mm512_set1_ps((float)(1.0 / sqrt(ss / (double)C + (double)eps))), mu = _mm512_set1_ps((float)mean);
     for (int64_t i = 0; i < C; i += 16) {
-        __mmask16 m = tail16(C, i);
+        __mmask16 m = spry_eng_tail16(C, i);
         __m512    t = _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mu), rstd),
                                     _mm512_maskz_loadu_ps(m, w + i));
         _mm512_mask_storeu_ps(y + i, m, _mm512_add_ps(t, _mm512_maskz_loadu_ps(m, b + i)));
@@ -72,34 +67,19 @@ void spry_eng_layernorm(const float *x, const float *w, const float *b, float *y
 static inline float gelu1(float v) {
     return 0.5f * v * (1.0f + spry_tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
 }
-// The epilogue blocks (nr, nc), ldy floats a row; the loops are vectorized 16 wide by the
-// compiler in the AVX-512 copies.
-static void gelu_block_scalar(float *y, int64_t ldy, int64_t nr, int64_t nc) {
+// The epilogue blocks (nr, nc), ldy floats a row: compiled for AVX-512 (the loops vectorized 16
+// wide) and for the baseline, the copy chosen at load time.
+__attribute__((target_clones("avx512f", "default"))) void spry_eng_gelu_block(float *y, int64_t ldy, int64_t nr,
+                                                                              int64_t nc) {
     for (int64_t r = 0; r < nr; r++)
         for (int64_t j = 0; j < nc; j++) y[r * ldy + j] = gelu1(y[r * ldy + j]);
 }
-__attribute__((target("avx512f"))) static void gelu_block_avx512(float *y, int64_t ldy, int64_t nr, int64_t nc) {
-    for (int64_t r = 0; r < nr; r++)
-        for (int64_t j = 0; j < nc; j++) y[r * ldy + j] = gelu1(y[r * ldy + j]);
-}
-static void add_block_scalar(float *restrict res, const float *restrict y, int64_t ldy, int64_t nr, int64_t nc) {
+
+__attribute__((target_clones("avx512f", "default"))) void spry_eng_add_block(float *restrict res,
+                                                                             const float *restrict y, int64_t ldy,
+                                                                             int64_t nr, int64_t nc) {
     for (int64_t r = 0; r < nr; r++)
         for (int64_t j = 0; j < nc; j++) res[r * ldy + j] += y[r * ldy + j];
-}
-__attribute__((target("avx512f"))) static void add_block_avx512(float *restrict res, const float *restrict y,
-                                                                int64_t ldy, int64_t nr, int64_t nc) {
-    for (int64_t r = 0; r < nr; r++)
-        for (int64_t j = 0; j < nc; j++) res[r * ldy + j] += y[r * ldy + j];
-}
-
-void spry_eng_gelu_block(float *y, int64_t ldy, int64_t nr, int64_t nc) {
-    if (spry_cpu_detect().avx512f) gelu_block_avx512(y, ldy, nr, nc);
-    else gelu_block_scalar(y, ldy, nr, nc);
-}
-
-void spry_eng_add_block(float *res, const float *y, int64_t ldy, int64_t nr, int64_t nc) {
-    if (spry_cpu_detect().avx512f) add_block_avx512(res, y, ldy, nr, nc);
-    else add_block_scalar(res, y, ldy, nr, nc);
 }
 
 #define AVX512 __attribute__((target("avx512f")))

@@ -14,6 +14,12 @@
 
 #include "spry/quant.h"
 
+// The lanes of a 16-lane vector that hold elements i .. i + 15 of a row of n: all of them, or
+// those below n (none past it); an AVX-512 mask.
+static inline uint16_t spry_eng_tail16(int64_t n, int64_t i) {
+    return n - i >= 16 ? (uint16_t)0xffff : n > i ? (uint16_t)((1u << (n - i)) - 1) : (uint16_t)0;
+}
+
 // y (C) = LayerNorm(x (C)) * w + b (biased variance, eps inside the square root).
 void spry_eng_layernorm(const float *x, const float *w, const float *b, float *y, int64_t C, float eps);
 // The packed f32 layout: W (N, K) as panels of 32 output columns, each K-major:
