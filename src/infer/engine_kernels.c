@@ -68,18 +68,24 @@ static inline float gelu1(float v) {
     return 0.5f * v * (1.0f + spry_tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
 }
 // The epilogue blocks (nr, nc), ldy floats a row: compiled for AVX-512 (the loops vectorized 16
-// wide) and for the baseline, the copy chosen at load time.
-__attribute__((target_clones("avx512f", "default"))) void spry_eng_gelu_block(float *y, int64_t ldy, int64_t nr,
-                                                                              int64_t nc) {
+// wide) and for the baseline, the copy chosen at load time. Static, called through the wrappers
+// below, as in dtype.c (clang 14 resolves target_clones only within the file).
+__attribute__((target_clones("avx512f", "default"))) static void gelu_block(float *y, int64_t ldy, int64_t nr,
+                                                                            int64_t nc) {
     for (int64_t r = 0; r < nr; r++)
         for (int64_t j = 0; j < nc; j++) y[r * ldy + j] = gelu1(y[r * ldy + j]);
 }
 
-__attribute__((target_clones("avx512f", "default"))) void spry_eng_add_block(float *restrict res,
-                                                                             const float *restrict y, int64_t ldy,
-                                                                             int64_t nr, int64_t nc) {
+__attribute__((target_clones("avx512f", "default"))) static void add_block(float *restrict res,
+                                                                           const float *restrict y, int64_t ldy,
+                                                                           int64_t nr, int64_t nc) {
     for (int64_t r = 0; r < nr; r++)
         for (int64_t j = 0; j < nc; j++) res[r * ldy + j] += y[r * ldy + j];
+}
+
+void spry_eng_gelu_block(float *y, int64_t ldy, int64_t nr, int64_t nc) { gelu_block(y, ldy, nr, nc); }
+void spry_eng_add_block(float *res, const float *y, int64_t ldy, int64_t nr, int64_t nc) {
+    add_block(res, y, ldy, nr, nc);
 }
 
 #define AVX512 __attribute__((target("avx512f")))
